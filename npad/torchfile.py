@@ -207,7 +207,8 @@ def _materialize(obj, swap: bool, path):
         view = np.lib.stride_tricks.as_strided(
             base, shape=size, strides=tuple(s * flat.itemsize for s in stride),
             writeable=False)
-        return np.ascontiguousarray(view).astype(view.dtype.newbyteorder("="), copy=False)
+        # np.array keeps 0-d shapes (np.ascontiguousarray would make them 1-d)
+        return np.array(view, dtype=view.dtype.newbyteorder("="), order="C", copy=True)
     if isinstance(obj, collections.OrderedDict):
         out = collections.OrderedDict((k, _materialize(v, swap, path)) for k, v in obj.items())
         return out

