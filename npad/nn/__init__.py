@@ -1,0 +1,9 @@
+"""Layers and models (torch.nn names): Module, Parameter, Linear, containers,
+normalisation, activations; convolution and image layers in nn.conv."""
+from . import init
+from .module import Module, Parameter
+from .layers import (Identity, Linear, Sequential, ModuleList, Dropout, Embedding, LayerNorm,
+                     ReLU, ReLU6, LeakyReLU, Sigmoid, Tanh, Softplus, SiLU, GELU, Hardswish,
+                     Hardsigmoid, ELU, Softmax, LogSoftmax)
+from . import functional  # noqa: F401  (npad.nn.functional, as torch.nn.functional)
+from . import utils  # noqa: F401  (npad.nn.utils.clip_grad_norm_)
