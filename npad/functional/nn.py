@@ -89,7 +89,7 @@ class Softplus(Function):
     def forward(self, x, beta, threshold):
         xp = get_array_module(x)
         bx = beta * x
-        self.s = 0.5 * (xp.tanh(0.5 * bx) + 1)
+        self.s = xp.where(bx > threshold, 1, 0.5 * (xp.tanh(0.5 * bx) + 1))
         soft = (xp.maximum(bx, 0) + xp.log1p(xp.exp(-xp.abs(bx)))) / beta
         return xp.where(bx > threshold, x, soft)
 
