@@ -393,6 +393,31 @@ class BackboneSpec:
             raise KeyError(f"backbone {self.name!r} has no tap set {tap_set!r}; "
                            f"known: {sorted(self.taps)}") from None
 
+    def resolve_taps(self, onnx_path, tap_set: str = "default") -> List[str]:
+        """Tap names of ``tap_set`` as they occur in the file ``onnx_path``.
+
+        A registry name is used when the model has a value of that name (files
+        from ``weights/export_torchvision.py`` / the built-in converter);
+        otherwise its alias (the name the classic ``torch.onnx.export`` writes
+        for a plain torchvision model).  ``KeyError`` names the file and the
+        missing taps; find the right names with :func:`list_values`.
+        """
+        names = _value_names(onnx_path)
+        out, missing = [], []
+        for t in self.tap_names(tap_set):
+            if t in names:
+                out.append(t)
+            elif self.aliases.get(t) in names:
+                out.append(self.aliases[t])
+            else:
+                missing.append(t)
+        if missing:
+            raise KeyError(
+                f"{onnx_path}: {self.name} taps {missing} not found (nor their aliases "
+                f"{[self.aliases.get(t) for t in missing]}); list the model's values with "
+                "npad.backbones.list_values(path, (1, 3, 224, 224)) and pass tap names explicitly")
+        return out
+
     def tap_strides(self, tap_set: str = "default") -> List[int]:
         return [self.strides[v] for v in self.tap_names(tap_set)]
 
@@ -445,6 +470,22 @@ _VGG_ALIASES = {"conv1_2": "/features/features.2/Conv_output_0",
                 "conv4_3": "/features/features.21/Conv_output_0",
                 "conv5_3": "/features/features.28/Conv_output_0"}
 
+_EFFB4_ALIASES = {"features.0": "/features/features.0/features.0.2/Mul_output_0",
+                  "features.1": "/features/features.1/features.1.1/Add_output_0",
+                  "features.2": "/features/features.2/features.2.3/Add_output_0",
+                  "features.3": "/features/features.3/features.3.3/Add_output_0",
+                  "features.4": "/features/features.4/features.4.5/Add_output_0",
+                  "features.5": "/features/features.5/features.5.5/Add_output_0",
+                  "features.6": "/features/features.6/features.6.7/Add_output_0",
+                  "features.7": "/features/features.7/features.7.1/Add_output_0",
+                  "features.8": "/features/features.8/features.8.2/Mul_output_0"}
+_MBV3L_ALIASES = {"features.1": "/features/features.1/Add_output_0",
+                  "features.3": "/features/features.3/Add_output_0",
+                  "features.6": "/features/features.6/Add_output_0",
+                  "features.12": "/features/features.12/Add_output_0",
+                  "features.15": "/features/features.15/Add_output_0",
+                  "features.16": "/features/features.16/features.16.2/HardSwish_output_0"}
+
 BACKBONES: Dict[str, BackboneSpec] = {}
 BACKBONES["efficientnet_lite0"] = _spec(
     "efficientnet_lite0", lambda: efficientnet_lite0_onnx(),
@@ -483,7 +524,7 @@ BACKBONES["efficientnet_b4"] = _spec(
      "cflow": ["features.2", "features.3", "features.5"],
      "adtr": ["features.1", "features.2", "features.3", "features.5", "features.7"],
      "favae": [f"features.{i}" for i in range(1, 8)], "all": list(_EFFB4)},
-    _EFFB4, env_var="NPAD_EFFICIENTNET_B4_ONNX",
+    _EFFB4, env_var="NPAD_EFFICIENTNET_B4_ONNX", aliases=_EFFB4_ALIASES,
     description="torchvision efficientnet_b4 (IMAGENET1K_V1), via weights/export_torchvision.py")
 BACKBONES["mobilenet_v3_large"] = _spec(
     "mobilenet_v3_large", "mobilenet_v3_large.onnx",
@@ -492,10 +533,25 @@ BACKBONES["mobilenet_v3_large"] = _spec(
      "adtr": ["features.1", "features.3", "features.6", "features.12", "features.15"],
      "favae": ["features.3", "features.6", "features.12", "features.15"],
      "all": list(_MBV3L)},
-    _MBV3L, env_var="NPAD_MOBILENET_V3_LARGE_ONNX",
+    _MBV3L, env_var="NPAD_MOBILENET_V3_LARGE_ONNX", aliases=_MBV3L_ALIASES,
     description="torchvision mobilenet_v3_large (IMAGENET1K_V1), via weights/export_torchvision.py")
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
+
+
+def _value_names(onnx_path) -> set:
+    import onnx
+    p = Path(onnx_path)
+    if not p.is_file():
+        raise FileNotFoundError(f"ONNX file not found: {p}")
+    try:
+        m = onnx.load(str(p), load_external_data=False)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{p}: not a readable ONNX model ({e})") from e
+    names = {i.name for i in m.graph.input}
+    for n in m.graph.node:
+        names.update(o for o in n.output if o)
+    return names
 
 
 def get_backbone(name: str = DEFAULT_BACKBONE) -> BackboneSpec:

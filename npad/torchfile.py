@@ -148,6 +148,12 @@ def _rebuild_from_type_v2(func, new_type, args, state):
     return func(*args)
 
 
+def _codecs_encode(text, encoding="utf-8"):
+    if encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
+        raise TorchFileError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return text.encode(encoding)
+
+
 class _Unpickler(pickle.Unpickler):
     """Restricted unpickler: resolves only torch rebuild helpers and storages."""
 
@@ -165,6 +171,7 @@ class _Unpickler(pickle.Unpickler):
         ("builtins", "frozenset"): frozenset,
         ("builtins", "complex"): complex,
         ("__builtin__", "set"): set,
+        ("_codecs", "encode"): _codecs_encode,   # protocol-2 pickles of bytes
     }
 
     def __init__(self, file, persistent_load, path, extra=None):
@@ -221,6 +228,16 @@ def _materialize(obj, swap: bool, path):
     return obj
 
 
+def _contains_tensor(obj) -> bool:
+    if isinstance(obj, _TensorRef):
+        return True
+    if isinstance(obj, dict):
+        return any(_contains_tensor(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(_contains_tensor(v) for v in obj)
+    return False
+
+
 def _load_from_bytes_factory(path):
     # torch.storage._load_from_bytes(b) == torch.load(BytesIO(b)) of one storage
     def _load_from_bytes(b):
@@ -234,17 +251,24 @@ def _load_legacy(f, path, raw=False):
     def no_pid(pid):
         raise TorchFileError(f"{path}: unexpected persistent id {pid!r}")
 
+    extra = {("torch.storage", "_load_from_bytes"): _load_from_bytes_factory(path)}
+
     def pickle_load(what):
         try:
-            return _Unpickler(f, no_pid, path).load()
+            return _Unpickler(f, no_pid, path, extra).load()
         except TorchFileError:
             raise
         except Exception as e:  # noqa: BLE001 - report as file error
             raise TorchFileError(f"{path}: not a PyTorch checkpoint or truncated ({what}: {e})") from e
 
     magic = pickle_load("magic number")
-    if magic != LEGACY_MAGIC:
-        raise TorchFileError(f"{path}: not a PyTorch checkpoint (bad magic number)")
+    if not (isinstance(magic, int) and magic == LEGACY_MAGIC):
+        # Not torch.save output; a plain pickle of tensors (pickle.dump(state_dict))
+        # embeds each storage as torch.storage._load_from_bytes(<legacy torch.save>).
+        if raw or not _contains_tensor(magic):
+            raise TorchFileError(f"{path}: not a PyTorch checkpoint (no torch.save magic "
+                                 "number and no tensors in the pickle)")
+        return _materialize(magic, False, path), False
     proto = pickle_load("protocol version")
     if proto != _LEGACY_PROTOCOL:
         raise TorchFileError(f"{path}: unsupported legacy protocol version {proto!r}")
@@ -269,7 +293,6 @@ def _load_legacy(f, path, raw=False):
             return storages[view_key]
         return root
 
-    extra = {("torch.storage", "_load_from_bytes"): _load_from_bytes_factory(path)}
     try:
         obj = _Unpickler(f, pload, path, extra).load()
         keys = _Unpickler(f, no_pid, path).load()
