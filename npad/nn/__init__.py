@@ -7,3 +7,4 @@ from .layers import (Identity, Linear, Sequential, ModuleList, Dropout, Embeddin
                      Hardsigmoid, ELU, Softmax, LogSoftmax)
 from . import functional  # noqa: F401  (npad.nn.functional, as torch.nn.functional)
 from . import utils  # noqa: F401  (npad.nn.utils.clip_grad_norm_)
+from .transformer import MultiheadAttention, TransformerEncoderLayer, TransformerDecoderLayer, scaled_dot_product_attention
