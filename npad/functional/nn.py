@@ -218,9 +218,12 @@ class Linear(Function):
     def forward(self, x, w, b=None):
         self.x, self.w = x, w
         y = x @ w.T
-        return y if b is None else y + b
+        if b is not None:
+            y += b
+        return y
 
     def backward(self, g):
+        g = get_array_module(g).ascontiguousarray(g)          # BLAS needs real strides, not a broadcast view
         nx, nw = self.needs_input_grad[:2]
         g2 = g.reshape(-1, g.shape[-1])                       # N x out
         gx = g @ self.w if nx else None                        # ... x in
