@@ -1,0 +1,1 @@
+"""Anomaly-detection methods built on npad (networks, losses, training glue)."""
