@@ -6,3 +6,4 @@ nn: activations, softmax, dropout, linear, layer_norm, losses.
 from .math import *   # noqa: F401,F403
 from .shape import *  # noqa: F401,F403
 from .nn import *     # noqa: F401,F403
+from .conv import *  # noqa

@@ -1,0 +1,382 @@
+"""2-D convolution and transposed convolution (NCHW, PyTorch semantics).
+
+How it is computed: the input is copied once into a zero-padded channels-last
+array ``xh`` (B x Hp x Wp x C); ``im2col`` is a strided *view* of it,
+B x Ho x Wo x KH x KW x C (``as_strided``), and reshaping that view to
+(B*Ho*Wo) x (KH*KW*C) is the one im2col copy. One GEMM with the weight laid out
+as (KH*KW*C) x O gives the output rows (B*Ho*Wo) x O, which is returned as an
+NCHW *view* of that channels-last memory (no copy; elementwise ops keep that
+layout and the next conv's channels-last copy of it is a plain contiguous copy).
+
+* 1x1 convolutions (stride 1, no padding) are a plain matmul on the input
+  with no im2col copy: channels-last inputs are a (B*H*W) x C matrix already,
+  contiguous NCHW inputs go through one broadcast matmul O x C @ B x C x (H*W).
+* grouped convolutions: one batched matmul over the groups (g x N x K @ g x K x Og).
+* depthwise (groups == C): a loop over the KH x KW kernel offsets with an
+  elementwise multiply-add on strided slices (fastest on the CPU).
+
+Backward goes through the same machinery: dW = cols^T @ dY (the forward's
+im2col buffer is the only one kept, and only when the weight needs a
+gradient), dX = col2im(dY @ W^T) (written into the kept buffer's memory when
+there is one), where col2im is a loop over the KH x KW offsets adding strided
+slices. ``conv_transpose2d`` is the same pair of maps with the roles swapped.
+"""
+import math
+
+import numpy
+
+from ..backend import get_array_module
+from ..tensor import Function, Tensor, is_grad_enabled
+
+__all__ = ["conv2d", "conv_transpose2d", "im2col", "col2im", "conv_output_size"]
+
+
+def _pair(v, name="value"):
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{name} must be an int or a pair, got {v!r}")
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def conv_output_size(n, k, stride=1, pad_before=0, pad_after=0, dilation=1):
+    """floor((n + pads - dilation (k - 1) - 1) / stride) + 1"""
+    return (n + pad_before + pad_after - dilation * (k - 1) - 1) // stride + 1
+
+
+def _conv_padding(padding, size, kernel, stride, dilation):
+    """(top, bottom, left, right) from an int, (ph, pw), ((top, bottom), (left, right)),
+    a 4-tuple in F.pad order (left, right, top, bottom), "valid" or "same"."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding != "same":
+            raise ValueError(f"padding must be 'same', 'valid', an int or a tuple, got {padding!r}")
+        out = []
+        for n, k, s, d in zip(size, kernel, stride, dilation):
+            # stride 1: total = d (k - 1), the odd one at the end (as PyTorch);
+            # stride > 1: ONNX SAME_UPPER (output ceil(n / s))
+            total = max((-(-n // s) - 1) * s + d * (k - 1) + 1 - n, 0)
+            out += [total // 2, total - total // 2]
+        return tuple(out)
+    if isinstance(padding, (tuple, list)):
+        if len(padding) == 4:
+            left, right, top, bottom = (int(p) for p in padding)
+            return (top, bottom, left, right)
+        if len(padding) == 2 and all(isinstance(p, (tuple, list)) for p in padding):
+            (t, b), (l, r) = padding
+            return (int(t), int(b), int(l), int(r))
+    ph, pw = _pair(padding, "padding")
+    return (ph, ph, pw, pw)
+
+
+def _pad_nhwc(x, pads, layout_nchw=True):
+    """Zero-padded channels-last copy B x (H+t+b) x (W+l+r) x C of an NCHW array."""
+    xp = get_array_module(x)
+    t, b, l, r = pads
+    B, C, H, W = x.shape
+    if not (t or b or l or r):
+        return xp.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    xh = xp.empty((B, H + t + b, W + l + r, C), x.dtype)
+    if t:
+        xh[:, :t] = 0
+    if b:
+        xh[:, H + t:] = 0
+    if l:
+        xh[:, t:t + H, :l] = 0
+    if r:
+        xh[:, t:t + H, W + l:] = 0
+    xh[:, t:t + H, l:l + W] = x.transpose(0, 2, 3, 1)
+    return xh
+
+
+def im2col(xh, kernel, stride, dilation, out_size):
+    """Strided view B x Ho x Wo x KH x KW x C... of a channels-last (padded) array
+    B x Hp x Wp x C...: view[b, i, j, p, q] = xh[b, i sh + p dh, j sw + q dw] (no copy)."""
+    xp = get_array_module(xh)
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_size
+    s = xh.strides
+    shape = (xh.shape[0], ho, wo, kh, kw) + xh.shape[3:]
+    strides = (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw) + s[3:]
+    return xp.lib.stride_tricks.as_strided(xh, shape, strides)
+
+
+def col2im(cols, padded_shape, stride, dilation):
+    """The adjoint of im2col: cols B x Ho x Wo x KH x KW x C... summed back into a zero
+    channels-last array ``padded_shape`` (a loop over the KH x KW offsets adding strided slices)."""
+    xp = get_array_module(cols)
+    B, ho, wo, kh, kw = cols.shape[:5]
+    (sh, sw), (dh, dw) = stride, dilation
+    out = xp.zeros(padded_shape, cols.dtype)
+    for p in range(kh):
+        for q in range(kw):
+            out[:, p * dh: p * dh + sh * (ho - 1) + 1: sh, q * dw: q * dw + sw * (wo - 1) + 1: sw] += cols[:, :, :, p, q]
+    return out
+
+
+def _nchw(y_nhwc):
+    """An NCHW view of channels-last memory."""
+    return y_nhwc.transpose(0, 3, 1, 2)
+
+
+def _is_channels_last(x):
+    """True when x (NCHW logically) is stored B x H x W x C contiguous."""
+    return x.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+class Conv2d(Function):
+    """y[b,o,i,j] = bias[o] + sum_{c,p,q} w[o,c,p,q] x_pad[b, g(o) Cg + c, i sh + p dh, j sw + q dw];
+    dW = cols^T dY, dX = col2im(dY W^T), db = sum dY"""
+
+    def forward(self, x, w, *bias, stride, pads, dilation, groups, keep_cols):
+        xp = get_array_module(x)
+        B, C, H, W = x.shape
+        O, Cg, KH, KW = w.shape
+        t, b, l, r = pads
+        ho = conv_output_size(H, KH, stride[0], t, b, dilation[0])
+        wo = conv_output_size(W, KW, stride[1], l, r, dilation[1])
+        if ho <= 0 or wo <= 0:
+            raise ValueError(f"conv2d: input {H}x{W} (padded {H + t + b}x{W + l + r}) is smaller than the "
+                             f"dilated kernel {dilation[0] * (KH - 1) + 1}x{dilation[1] * (KW - 1) + 1}")
+        self.xshape, self.pads, self.stride, self.dilation, self.groups = x.shape, pads, stride, dilation, groups
+        self.out_size, self.has_bias = (ho, wo), bool(bias)
+        self.w = w
+        N = B * ho * wo
+        self.mode = ("depthwise" if groups == C and groups > 1 else "grouped" if groups > 1
+                     else "1x1" if KH == KW == 1 and stride == (1, 1) and not any(pads) else "gemm")
+        if self.mode == "1x1":
+            if _is_channels_last(x):
+                xm = x.transpose(0, 2, 3, 1).reshape(N, C)           # (B*H*W) x C, a view
+                y = _nchw((xm @ w.reshape(O, C).T).reshape(B, ho, wo, O))
+                self.xm, self.cl = (xm if keep_cols else None), True
+            else:
+                x3 = x.reshape(B, C, H * W)                            # B x C x HW (a view when contiguous)
+                y = xp.matmul(w.reshape(O, C), x3).reshape(B, O, ho, wo)
+                self.xm, self.cl = (x3 if keep_cols else None), False
+        elif self.mode == "depthwise":
+            xh = _pad_nhwc(x, pads)                                    # B x Hp x Wp x C
+            m = O // C
+            wk = w.reshape(C, m, KH * KW)                               # C x m x KK
+            v = im2col(xh, (KH, KW), stride, dilation, (ho, wo))        # B x Ho x Wo x KH x KW x C (view)
+            if m == 1:
+                y = xp.empty((B, ho, wo, C), x.dtype)
+                tmp = xp.empty_like(y)
+                for k in range(KH * KW):
+                    p, q = divmod(k, KW)
+                    if k == 0:
+                        xp.multiply(v[:, :, :, p, q], wk[:, 0, k], out=y)
+                    else:
+                        xp.multiply(v[:, :, :, p, q], wk[:, 0, k], out=tmp)
+                        y += tmp
+            else:  # channel multiplier m: output channel c m + k reads input channel c
+                y = xp.zeros((B, ho, wo, C, m), x.dtype)
+                wt = wk.transpose(2, 0, 1)                              # KK x C x m
+                for k in range(KH * KW):
+                    p, q = divmod(k, KW)
+                    y += v[:, :, :, p, q, :, None] * wt[k]
+                y = y.reshape(B, ho, wo, O)
+            self.xh = xh if keep_cols else None
+            y = _nchw(y)
+        elif self.mode == "grouped":
+            g, Og = groups, O // groups
+            xh = _pad_nhwc(x, pads).reshape(B, H + t + b, W + l + r, g, Cg)
+            v = im2col(xh, (KH, KW), stride, dilation, (ho, wo))        # B x Ho x Wo x KH x KW x g x Cg
+            cols = v.transpose(5, 0, 1, 2, 3, 4, 6).reshape(g, N, KH * KW * Cg)   # the im2col copy
+            wg = w.reshape(g, Og, Cg, KH, KW).transpose(0, 3, 4, 2, 1).reshape(g, KH * KW * Cg, Og)
+            yg = xp.matmul(cols, wg)                                    # g x N x Og, one batched GEMM
+            y = _nchw(yg.transpose(1, 0, 2).reshape(B, ho, wo, O))
+            self.cols = cols if keep_cols else None
+            self.own = not xp.may_share_memory(cols, x)
+        else:
+            xh = _pad_nhwc(x, pads)
+            cols = im2col(xh, (KH, KW), stride, dilation, (ho, wo)).reshape(N, KH * KW * C)  # the copy
+            del xh
+            wm = w.transpose(2, 3, 1, 0).reshape(KH * KW * C, O)
+            y = cols @ wm                                               # (B*Ho*Wo) x O, one GEMM
+            y = _nchw(y.reshape(B, ho, wo, O))
+            self.cols = cols if keep_cols else None
+            self.own = not xp.may_share_memory(cols, x)
+        if bias:
+            y += bias[0].reshape(1, O, 1, 1)
+        return y
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        nx, nw = self.needs_input_grad[:2]
+        nb = self.has_bias and self.needs_input_grad[2]
+        B, C, H, W = self.xshape
+        w = self.w
+        O, Cg, KH, KW = w.shape
+        ho, wo = self.out_size
+        N = B * ho * wo
+        t, b, l, r = self.pads
+        Hp, Wp = H + t + b, W + l + r
+        gx = gw = None
+        gb = gy.sum(axis=(0, 2, 3)) if nb else None
+        if self.mode == "1x1":
+            if self.cl:
+                gm = gy.transpose(0, 2, 3, 1).reshape(N, O)             # copies unless gy is channels-last
+                if nw:
+                    gw = (gm.T @ self.xm).reshape(w.shape)
+                if nx:
+                    gx = _nchw((gm @ w.reshape(O, C)).reshape(B, H, W, C))
+            else:
+                g3 = gy.reshape(B, O, H * W)
+                if nw:
+                    gw = xp.matmul(g3, self.xm.transpose(0, 2, 1)).sum(axis=0).reshape(w.shape)
+                if nx:
+                    gx = xp.matmul(w.reshape(O, C).T, g3).reshape(B, C, H, W)
+            return gx, gw, gb
+        gh = gy.transpose(0, 2, 3, 1)                                   # B x Ho x Wo x O (a view)
+        if self.mode == "depthwise":
+            m = O // C
+            wt = w.reshape(C, m, KH * KW).transpose(2, 0, 1)            # KK x C x m
+            if m == 1:
+                gh = gh[..., None]
+            else:
+                gh = gh.reshape(B, ho, wo, C, m)
+            if nw:
+                v = im2col(self.xh, (KH, KW), self.stride, self.dilation, (ho, wo))
+                gwk = xp.empty((KH * KW, C, m), w.dtype)
+                for k in range(KH * KW):
+                    p, q = divmod(k, KW)
+                    gwk[k] = xp.einsum("bijcm,bijc->cm", gh, v[:, :, :, p, q])
+                gw = gwk.transpose(1, 2, 0).reshape(w.shape)
+            if nx:
+                sh, sw = self.stride
+                dh, dw = self.dilation
+                gxh = xp.zeros((B, Hp, Wp, C), gy.dtype)
+                tmp = xp.empty((B, ho, wo, C), gy.dtype)
+                for k in range(KH * KW):
+                    p, q = divmod(k, KW)
+                    sl = gxh[:, p * dh: p * dh + sh * (ho - 1) + 1: sh, q * dw: q * dw + sw * (wo - 1) + 1: sw]
+                    if m == 1:
+                        xp.multiply(gh[..., 0], wt[k, :, 0], out=tmp)
+                        sl += tmp
+                    else:
+                        sl += (gh * wt[k]).sum(axis=-1)
+                gx = _nchw(gxh[:, t:t + H, l:l + W])
+            return gx, gw, gb
+        if self.mode == "grouped":
+            g, Og = self.groups, O // self.groups
+            gg = gh.reshape(N, g, Og).transpose(1, 0, 2)                # g x N x Og
+            wg = w.reshape(g, Og, Cg, KH, KW).transpose(0, 3, 4, 2, 1).reshape(g, KH * KW * Cg, Og)
+            if nw:
+                gwg = xp.matmul(self.cols.transpose(0, 2, 1), gg)       # g x KKCg x Og
+                gw = gwg.reshape(g, KH, KW, Cg, Og).transpose(0, 4, 3, 1, 2).reshape(w.shape)
+            if nx:
+                out = self.cols if self.cols is not None and self.own and self.cols.dtype == gy.dtype else None
+                gc = xp.matmul(gg, wg.transpose(0, 2, 1), out=out)      # g x N x KKCg
+                self.cols = None
+                gc = gc.reshape(g, B, ho, wo, KH, KW, Cg).transpose(1, 2, 3, 4, 5, 0, 6)
+                gxh = col2im(gc, (B, Hp, Wp, g, Cg), self.stride, self.dilation)
+                gx = _nchw(gxh.reshape(B, Hp, Wp, C)[:, t:t + H, l:l + W])
+            return gx, gw, gb
+        gm = gh.reshape(N, O)                                           # copies unless gy is channels-last
+        wm = w.transpose(2, 3, 1, 0).reshape(KH * KW * C, O)
+        if nw:
+            gw = (self.cols.T @ gm).reshape(KH, KW, C, O).transpose(3, 2, 0, 1)
+        if nx:
+            out = self.cols if self.cols is not None and self.own and self.cols.dtype == gy.dtype else None
+            gc = xp.matmul(gm, wm.T, out=out)                           # N x KKC, into the kept buffer
+            self.cols = None
+            gxh = col2im(gc.reshape(B, ho, wo, KH, KW, C), (B, Hp, Wp, C), self.stride, self.dilation)
+            gx = _nchw(gxh[:, t:t + H, l:l + W])
+        return gx, gw, gb
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """y = bias + sum_{c,p,q} weight[o,c,p,q] x_pad[b, c, i s + p d, j s + q d] (torch.nn.functional.conv2d);
+    input B x C x H x W, weight O x C/groups x KH x KW; padding: int, (ph, pw), ((top, bottom), (left, right)),
+    (left, right, top, bottom), "same" or "valid". The output is an NCHW view of channels-last memory."""
+    if input.ndim != 4 or weight.ndim != 4:
+        raise ValueError(f"conv2d: expected 4-D input and weight, got {tuple(input.shape)} and {tuple(weight.shape)}")
+    B, C, H, W = input.shape
+    O, Cg, KH, KW = weight.shape
+    if C % groups or O % groups or C // groups != Cg:
+        raise ValueError(f"conv2d: input has {C} channels, weight {tuple(weight.shape)} with groups={groups} "
+                         f"expects {Cg * groups} (and out channels {O} divisible by groups)")
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    pads = _conv_padding(padding, (H, W), (KH, KW), stride, dilation)
+    keep = is_grad_enabled() and weight.requires_grad
+    args = (input, weight) + ((bias,) if bias is not None else ())
+    return Conv2d.apply(*args, stride=stride, pads=pads, dilation=dilation, groups=groups, keep_cols=keep)
+
+
+class ConvTranspose2d(Function):
+    """y = crop(col2im(x W)) + bias, the adjoint of conv2d in x: weight Cin x Cout/g x KH x KW;
+    dX = im2col(dY_pad) W^T, dW = x^T im2col(dY_pad)"""
+
+    def forward(self, x, w, *bias, stride, padding, output_padding, dilation, groups):
+        xp = get_array_module(x)
+        B, Cin, H, W = x.shape
+        _, Cog, KH, KW = w.shape
+        g = groups
+        Cig, Cout = Cin // g, Cog * g
+        (sh, sw), (dh, dw) = stride, dilation
+        fh, fw = (H - 1) * sh + dh * (KH - 1) + 1, (W - 1) * sw + dw * (KW - 1) + 1   # full (uncropped) size
+        ph, pw = padding
+        oph, opw = output_padding
+        ho, wo = fh - 2 * ph + oph, fw - 2 * pw + opw
+        if ho <= 0 or wo <= 0:
+            raise ValueError(f"conv_transpose2d: output size {ho}x{wo} is not positive")
+        self.xshape, self.stride, self.dilation, self.groups = x.shape, stride, dilation, groups
+        self.full, self.crop, self.out_size, self.has_bias = (fh + oph, fw + opw), (ph, pw), (ho, wo), bool(bias)
+        self.w = w
+        N = B * H * W
+        xm = x.transpose(0, 2, 3, 1).reshape(N, g, Cig).transpose(1, 0, 2)    # g x N x Cig
+        wg = w.reshape(g, Cig, Cog, KH, KW).transpose(0, 1, 3, 4, 2).reshape(g, Cig, KH * KW * Cog)
+        cols = xp.matmul(xm, wg)                                                # g x N x KK Cog
+        cols = cols.reshape(g, B, H, W, KH, KW, Cog).transpose(1, 2, 3, 4, 5, 0, 6)
+        yh = col2im(cols, (B, fh + oph, fw + opw, g, Cog), stride, dilation)
+        y = _nchw(yh.reshape(B, fh + oph, fw + opw, Cout)[:, ph:ph + ho, pw:pw + wo])
+        self.xm = xm
+        if bias:
+            y += bias[0].reshape(1, Cout, 1, 1)
+        return y
+
+    def backward(self, gy):
+        xp = get_array_module(gy)
+        nx, nw = self.needs_input_grad[:2]
+        nb = self.has_bias and self.needs_input_grad[2]
+        B, Cin, H, W = self.xshape
+        w = self.w
+        _, Cog, KH, KW = w.shape
+        g = self.groups
+        Cig = Cin // g
+        ph, pw = self.crop
+        ho, wo = self.out_size
+        fh, fw = self.full
+        gb = gy.sum(axis=(0, 2, 3)) if nb else None
+        gxh = _pad_nhwc(gy, (ph, fh - ph - ho, pw, fw - pw - wo))               # B x fh x fw x Cout
+        v = im2col(gxh.reshape(B, fh, fw, g, Cog), (KH, KW), self.stride, self.dilation, (H, W))
+        cols = v.transpose(5, 0, 1, 2, 3, 4, 6).reshape(g, B * H * W, KH * KW * Cog)   # g x N x KK Cog
+        gx = gw = None
+        if nw:
+            gwg = xp.matmul(self.xm.transpose(0, 2, 1), cols)                  # g x Cig x KK Cog
+            gw = gwg.reshape(g, Cig, KH, KW, Cog).transpose(0, 1, 4, 2, 3).reshape(w.shape)
+        if nx:
+            wg = w.reshape(g, Cig, Cog, KH, KW).transpose(0, 1, 3, 4, 2).reshape(g, Cig, KH * KW * Cog)
+            gxg = xp.matmul(cols, wg.transpose(0, 2, 1))                       # g x N x Cig
+            gx = _nchw(gxg.transpose(1, 0, 2).reshape(B, H, W, Cin))
+        return gx, gw, gb
+
+
+def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1):
+    """The gradient of conv2d with respect to its input (torch.nn.functional.conv_transpose2d):
+    output size (H - 1) s - 2 p + d (k - 1) + output_padding + 1; weight Cin x Cout/groups x KH x KW"""
+    if input.ndim != 4 or weight.ndim != 4:
+        raise ValueError(f"conv_transpose2d: expected 4-D input and weight, got {tuple(input.shape)} "
+                         f"and {tuple(weight.shape)}")
+    if input.shape[1] != weight.shape[0] or input.shape[1] % groups:
+        raise ValueError(f"conv_transpose2d: input has {input.shape[1]} channels but weight "
+                         f"{tuple(weight.shape)} expects {weight.shape[0]} (groups={groups})")
+    stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+    padding, output_padding = _pair(padding, "padding"), _pair(output_padding, "output_padding")
+    for op, s, d in zip(output_padding, stride, dilation):
+        if op >= max(s, d):
+            raise ValueError(f"conv_transpose2d: output_padding {output_padding} must be smaller than "
+                             f"stride {stride} or dilation {dilation}")
+    args = (input, weight) + ((bias,) if bias is not None else ())
+    return ConvTranspose2d.apply(*args, stride=stride, padding=padding, output_padding=output_padding,
+                                 dilation=dilation, groups=groups)
