@@ -213,17 +213,19 @@ def test_push_pull_training_separates_anomalies():
     opt = npad.optim.AdamW(net.parameters(), lr=5e-3, weight_decay=1e-4)
     alpha = 0.1                                            # stronger push than the paper's 0.003 for a quick toy
 
-    def separation():
+    def phi_means():
         with npad.no_grad():
             phi = pseudo_huber_map(x, net(x)).numpy()
-        return phi[masks > 0].mean() - phi[masks == 0].mean()
+        return phi[masks > 0].mean(), phi[masks == 0].mean()
 
-    sep0, losses = separation(), []
+    (anom0, norm0), losses = phi_means(), []
     for _ in range(30):
         opt.zero_grad()
         loss = pixel_push_pull_loss(x, net(x), masks, alpha=alpha)
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0], losses
-    assert separation() > sep0 and separation() > 0
+    assert losses[-1] < 0.7 * losses[0], losses
+    anom, norm = phi_means()
+    assert anom > anom0 and norm < norm0                   # pushed up / pulled towards 0
+    assert anom > 5 * norm
