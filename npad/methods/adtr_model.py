@@ -33,7 +33,7 @@ import numpy
 from .. import functional as F
 from ..backend import get_array_module
 from ..nn import init
-from ..nn.layers import LayerNorm, Linear, ModuleList
+from ..nn.layers import Dropout, LayerNorm, Linear, ModuleList
 from ..nn.module import Module, Parameter
 from ..nn.transformer import TransformerDecoderLayer, TransformerEncoderLayer
 from ..tensor import Function, Tensor, empty
@@ -47,7 +47,6 @@ class _TokenMLPBlock(Module):
 
     def __init__(self, d_model, dim_feedforward, dropout):
         super().__init__()
-        from ..nn.layers import Dropout
         self.linear1 = Linear(d_model, dim_feedforward)
         self.linear2 = Linear(dim_feedforward, d_model)
         self.dropout = Dropout(dropout)
