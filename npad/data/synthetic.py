@@ -185,6 +185,7 @@ def _render_weave(rng: np.random.Generator, S: int, defect: str | None):
     inten = _weave_field(S, theta, period, ph1, ph2, warp_u, warp_v)  # (S,S)
     inten = inten * (1 + 0.05 * _noise(rng, S, 12 * scale)) + 0.03 * _noise(rng, S, 0.8)
     colour = np.array([0.62, 0.52, 0.40]) + rng.normal(0, 0.02, 3)  # (3,)
+    post = np.random.default_rng(rng.integers(0, 2 ** 63))  # lighting/noise stream, independent of the defect
     img = inten[None] * colour[:, None, None]  # (3,S,S)
     mask = np.zeros((S, S), bool)
 
@@ -219,7 +220,7 @@ def _render_weave(rng: np.random.Generator, S: int, defect: str | None):
         else:
             raise ValueError(f"unknown weave defect {defect!r}; known: {SYNTHETIC_CATEGORIES['weave']}")
 
-    img = img * _lighting(rng, S)[None] + rng.normal(0, 0.01, (3, S, S))
+    img = img * _lighting(post, S)[None] + post.normal(0, 0.01, (3, S, S))
     return img, mask
 
 
@@ -254,11 +255,9 @@ def _render_gear(rng: np.random.Generator, S: int, defect: str | None):
     rot = np.deg2rad(rng.uniform(-15, 15))
     R = rng.uniform(0.97, 1.03) * 78 * scale
     teeth, tooth_h, r_hole = 14, 14 * scale, 24 * scale
-    missing: list[int] = []
-    if defect == "missing":
-        k = int(rng.integers(0, teeth))
-        missing = [k] if rng.random() < 0.7 else [k, (k + 1) % teeth]
-    alpha, r, phi = _gear_alpha(S, cy, cx, rot, R, teeth, tooth_h, r_hole, missing)
+    post = np.random.default_rng(rng.integers(0, 2 ** 63))  # lighting/noise stream, independent of the defect
+    full, r, phi = _gear_alpha(S, cy, cx, rot, R, teeth, tooth_h, r_hole)  # (S,S) defect-free coverage
+    alpha = full
 
     # background: mottled blue-grey table
     bg = 0.22 + 0.03 * _noise(rng, S, 10 * scale) + 0.015 * _noise(rng, S, 1.0)
@@ -282,12 +281,14 @@ def _render_gear(rng: np.random.Generator, S: int, defect: str | None):
     face_inner = face & (r < R - 3 * scale) & (r > r_hole + 3 * scale)
     mask = np.zeros((S, S), bool)
     if defect == "missing":
-        full, _, _ = _gear_alpha(S, cy, cx, rot, R, teeth, tooth_h, r_hole)
-        mask = (full >= 0.5) & (alpha < 0.5)  # the vanished tooth (exact)
+        k = int(rng.integers(0, teeth))
+        missing = [k] if rng.random() < 0.7 else [k, (k + 1) % teeth]
+        alpha, _, _ = _gear_alpha(S, cy, cx, rot, R, teeth, tooth_h, r_hole, missing)
         if rng.random() < 0.5:  # a rough broken stump rather than a clean cut
-            jag = _blob(rng, S, *_place(rng, S, mask, 0), radius=rng.uniform(2, 5) * scale) & (full >= 0.5)
-            mask |= jag
+            gone = (full >= 0.5) & (alpha < 0.5)
+            jag = _blob(rng, S, *_place(rng, S, gone, 0), radius=rng.uniform(2, 5) * scale)
             alpha = np.where(jag, 0.0, alpha)
+        mask = np.abs(full - alpha) > 1e-6  # every pixel whose coverage changed (exact)
     elif defect is not None:
         cy2, cx2 = _place(rng, S, face_inner, 0)
         if defect == "scratch":
@@ -313,11 +314,11 @@ def _render_gear(rng: np.random.Generator, S: int, defect: str | None):
         else:
             raise ValueError(f"unknown gear defect {defect!r}; known: {SYNTHETIC_CATEGORIES['gear']}")
 
-    shadow = ndimage.gaussian_filter(alpha, 4 * scale)
+    shadow = ndimage.gaussian_filter(full, 4 * scale)  # cast by the intact gear: keeps masks exact
     shadow = ndimage.shift(shadow, (3 * scale, 3 * scale), order=1, mode="nearest")
     bg_img = bg_img * (1 - 0.35 * shadow[None])
     img = alpha[None] * fg + (1 - alpha[None]) * bg_img
-    img = img * _lighting(rng, S)[None] + rng.normal(0, 0.01, (3, S, S))
+    img = img * _lighting(post, S)[None] + post.normal(0, 0.01, (3, S, S))
     return img, mask
 
 
