@@ -7,3 +7,4 @@ from .math import *   # noqa: F401,F403
 from .shape import *  # noqa: F401,F403
 from .nn import *     # noqa: F401,F403
 from .conv import *  # noqa
+from .image import *  # noqa

@@ -8,3 +8,4 @@ from .layers import (Identity, Linear, Sequential, ModuleList, Dropout, Embeddin
 from . import functional  # noqa: F401  (npad.nn.functional, as torch.nn.functional)
 from . import utils  # noqa: F401  (npad.nn.utils.clip_grad_norm_)
 from .transformer import MultiheadAttention, TransformerEncoderLayer, TransformerDecoderLayer, scaled_dot_product_attention
+from .conv import (Conv2d, ConvTranspose2d, BatchNorm2d, GroupNorm, InstanceNorm2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Upsample, Flatten, Unflatten, ZeroPad2d)
