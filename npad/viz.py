@@ -1,0 +1,362 @@
+"""Pictures for anomaly detection: colormaps, heatmap overlays, contours, panels, grids, score histograms.
+
+All functions work on NumPy arrays and return ``uint8`` RGB images ``(H, W, 3)``;
+the ``save_*`` functions write PNG files atomically through
+:func:`npad.io.atomic_write`.  Colormaps are lookup tables computed here
+(no matplotlib needed): ``jet`` from matplotlib's piecewise-linear segment
+data, ``viridis`` by linear interpolation of its 10 reference colours
+(van der Walt & Smith, 2015; R ``viridisLite::viridis(10)``), within a few
+levels of matplotlib's table.  The score histogram uses matplotlib when
+installed and is drawn with Pillow otherwise.
+
+Images may be ``(3,H,W)``, ``(H,W,3)`` or ``(H,W)``, in [0, 1] or
+ImageNet-normalised (detected by negative values, or say ``normalized=True``).
+"""
+from __future__ import annotations
+
+import io as _io
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .io import atomic_write
+
+__all__ = [
+    "colormap",
+    "apply_colormap",
+    "to_rgb",
+    "overlay",
+    "contour",
+    "draw_contour",
+    "panel",
+    "grid",
+    "save_image",
+    "save_panels",
+    "score_histogram",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# matplotlib's _jet_data: (x, y) breakpoints per channel
+_JET = {
+    "r": ((0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)),
+    "g": ((0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)),
+    "b": ((0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)),
+}
+_VIRIDIS10 = ("440154", "482878", "3E4A89", "31688E", "26828E", "1F9E89", "35B779", "6DCD59", "B4DE2C", "FDE725")
+
+
+def _hex(c: str) -> tuple[float, float, float]:
+    return tuple(int(c[i:i + 2], 16) / 255.0 for i in (0, 2, 4))  # type: ignore[return-value]
+
+
+def colormap(name: str = "jet", n: int = 256) -> np.ndarray:
+    """Lookup table ``(n, 3)`` float32 in [0, 1] for 'jet', 'viridis' or 'gray' (entry k for value k / (n - 1))."""
+    x = np.linspace(0.0, 1.0, n)  # (n,)
+    if name == "jet":
+        chans = [np.interp(x, [p[0] for p in _JET[c]], [p[1] for p in _JET[c]]) for c in "rgb"]
+        return np.stack(chans, 1).astype(np.float32)  # (n,3)
+    if name == "viridis":
+        ref = np.array([_hex(c) for c in _VIRIDIS10])  # (10,3)
+        xr = np.linspace(0.0, 1.0, len(ref))
+        return np.stack([np.interp(x, xr, ref[:, c]) for c in range(3)], 1).astype(np.float32)
+    if name in ("gray", "grey"):
+        return np.repeat(x[:, None], 3, 1).astype(np.float32)
+    raise ValueError(f"unknown colormap {name!r}; available: 'jet', 'viridis', 'gray'")
+
+
+def apply_colormap(x: Any, cmap: str = "jet", vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
+    """Colour a 2-D map: k = round(255 (x - vmin) / (vmax - vmin)), RGB = LUT[k]; vmin/vmax default to the map's range."""
+    x = np.asarray(x, dtype=np.float64)
+    x = np.squeeze(x)
+    if x.ndim != 2:
+        raise ValueError(f"apply_colormap: expected a 2-D map, got shape {x.shape}")
+    lo = float(np.nanmin(x)) if vmin is None else float(vmin)
+    hi = float(np.nanmax(x)) if vmax is None else float(vmax)
+    scale = 1.0 / (hi - lo) if hi > lo else 0.0
+    t = np.clip((np.nan_to_num(x, nan=lo) - lo) * scale, 0.0, 1.0)  # (H,W) in [0,1]
+    lut = np.round(colormap(cmap) * 255).astype(np.uint8)  # (256,3)
+    return lut[np.round(t * 255).astype(np.intp)]  # (H,W,3)
+
+
+def to_rgb(image: Any, normalized: bool | None = None, mean: Sequence[float] = IMAGENET_MEAN,
+           std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+    """Image -> uint8 ``(H, W, 3)``: CHW/HWC/HW accepted, x = x' std + mean if normalised, then round(255 clip(x, 0, 1))."""
+    a = np.asarray(image)
+    get = getattr(image, "get", None)
+    if not isinstance(image, np.ndarray) and callable(get):
+        a = np.asarray(get())
+    if a.ndim == 3 and a.shape[0] in (1, 3) and not (a.shape[-1] in (1, 3) and a.shape[0] == 1):
+        a = a.transpose(1, 2, 0)  # (C,H,W) -> (H,W,C); CHW wins when ambiguous (npad's layout)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3):
+        raise ValueError(f"to_rgb: expected (3,H,W), (H,W,3) or (H,W), got shape {np.asarray(image).shape}")
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    if a.dtype == np.uint8:
+        return a
+    a = a.astype(np.float32)
+    if normalized is None:
+        normalized = bool(a.min() < -1e-3)
+    if normalized:
+        a = a * np.asarray(std, np.float32) + np.asarray(mean, np.float32)  # (H,W,3)
+    return np.round(np.clip(a, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def _resize_map(m: np.ndarray, hw: tuple[int, int], nearest: bool = False) -> np.ndarray:
+    from PIL import Image
+
+    if m.shape == hw:
+        return m
+    im = Image.fromarray(np.ascontiguousarray(m, np.float32), mode="F")
+    return np.asarray(im.resize((hw[1], hw[0]), Image.NEAREST if nearest else Image.BILINEAR))
+
+
+def overlay(image: Any, heatmap: Any, alpha: float = 0.5, cmap: str = "jet", vmin: float | None = None,
+            vmax: float | None = None, normalized: bool | None = None) -> np.ndarray:
+    """Heatmap over image, out = (1 - alpha) image + alpha colormap(heatmap); the map is resized to the image."""
+    rgb = to_rgb(image, normalized).astype(np.float32)  # (H,W,3)
+    h = np.squeeze(np.asarray(heatmap, np.float32))
+    if h.ndim != 2:
+        raise ValueError(f"overlay: heatmap must be 2-D (or (1,H,W)), got shape {np.asarray(heatmap).shape}")
+    h = _resize_map(h, rgb.shape[:2])
+    col = apply_colormap(h, cmap, vmin, vmax).astype(np.float32)
+    return np.round((1 - alpha) * rgb + alpha * col).astype(np.uint8)
+
+
+def contour(mask: Any, thickness: int = 1) -> np.ndarray:
+    """Boundary pixels of a binary mask: m & ~erode(m), thickened by ``thickness - 1`` dilations (bool (H, W))."""
+    from scipy import ndimage
+
+    m = np.squeeze(np.asarray(mask)) > 0.5
+    if m.ndim != 2:
+        raise ValueError(f"contour: mask must be 2-D (or (1,H,W)), got shape {np.asarray(mask).shape}")
+    edge = m & ~ndimage.binary_erosion(m, structure=np.ones((3, 3), bool), border_value=0)
+    if thickness > 1:
+        edge = ndimage.binary_dilation(edge, structure=np.ones((3, 3), bool), iterations=thickness - 1)
+    return edge
+
+
+def draw_contour(rgb: Any, mask: Any, color: Sequence[int] = (0, 255, 0), thickness: int = 1) -> np.ndarray:
+    """Copy of uint8 ``rgb`` with the mask's boundary painted in ``color`` (mask resized by nearest neighbour)."""
+    out = np.array(to_rgb(rgb), copy=True)
+    m = np.squeeze(np.asarray(mask, np.float32))
+    m = _resize_map(m, out.shape[:2], nearest=True)
+    out[contour(m, thickness)] = np.asarray(color, np.uint8)
+    return out
+
+
+def _label(img: np.ndarray, text: str, height: int = 14) -> np.ndarray:
+    """Put a caption strip of ``height`` px above an image (Pillow's default bitmap font)."""
+    from PIL import Image, ImageDraw
+
+    strip = Image.new("RGB", (img.shape[1], height), (255, 255, 255))
+    d = ImageDraw.Draw(strip)
+    d.text((2, 1), text, fill=(0, 0, 0))
+    return np.concatenate([np.asarray(strip), img], axis=0)
+
+
+def panel(image: Any, heatmap: Any, mask: Any = None, threshold: float | None = None, *,
+          score: float | None = None, title: str | None = None, cmap: str = "jet", vmin: float | None = None,
+          vmax: float | None = None, alpha: float = 0.5, normalized: bool | None = None,
+          captions: bool = True) -> np.ndarray:
+    """One row ``[image | ground truth | heatmap overlay + GT contour | predicted mask]`` as uint8 ``(H', 4W + 6, 3)``.
+
+    The predicted mask is ``heatmap >= threshold`` shown as the image with the region tinted and
+    outlined in red (omitted when ``threshold`` is None: an empty panel says "no threshold").
+    Ground truth is white on black, outlined green in the overlay.
+    """
+    rgb = to_rgb(image, normalized)  # (H,W,3)
+    H, W = rgb.shape[:2]
+    hm = _resize_map(np.squeeze(np.asarray(heatmap, np.float32)), (H, W))
+    over = overlay(rgb, hm, alpha, cmap, vmin, vmax)
+    if mask is not None:
+        gt = _resize_map(np.squeeze(np.asarray(mask, np.float32)), (H, W), nearest=True) > 0.5
+        gt_img = np.repeat((gt * 255).astype(np.uint8)[:, :, None], 3, 2)
+        over = draw_contour(over, gt, (0, 255, 0))
+    else:
+        gt_img = np.full((H, W, 3), 128, np.uint8)
+    if threshold is not None:
+        pred = hm >= threshold  # (H,W)
+        pimg = rgb.astype(np.float32)
+        pimg[pred] = 0.6 * pimg[pred] + 0.4 * np.array([255, 0, 0], np.float32)
+        pimg = draw_contour(np.round(pimg).astype(np.uint8), pred, (255, 0, 0))
+    else:
+        pimg = np.full((H, W, 3), 128, np.uint8)
+    cols = [rgb, gt_img, over, pimg]
+    if captions:
+        names = ["image" if title is None else str(title)[:max(8, W // 6)],
+                 "ground truth" if mask is not None else "no ground truth",
+                 "anomaly map" + ("" if score is None else f" {score:.3g}"),
+                 "prediction" if threshold is not None else "no threshold"]
+        cols = [_label(c, n) for c, n in zip(cols, names)]
+    gap = np.full((cols[0].shape[0], 2, 3), 255, np.uint8)
+    return np.concatenate([cols[0], gap, cols[1], gap, cols[2], gap, cols[3]], axis=1)
+
+
+def grid(panels: Sequence[np.ndarray], ncols: int = 1, pad: int = 4) -> np.ndarray:
+    """Tile uint8 images in ``ncols`` columns with ``pad`` white pixels around each (smaller ones padded)."""
+    if not len(panels):
+        raise ValueError("grid: no panels")
+    h = max(p.shape[0] for p in panels)
+    w = max(p.shape[1] for p in panels)
+    n = len(panels)
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    out = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, 3), 255, np.uint8)
+    for k, p in enumerate(panels):  # loop over panels
+        r, c = divmod(k, ncols)
+        y, x = pad + r * (h + pad), pad + c * (w + pad)
+        out[y:y + p.shape[0], x:x + p.shape[1]] = p
+    return out
+
+
+def save_image(path: str | os.PathLike, rgb: Any) -> Path:
+    """Write a uint8 (or [0,1] float) image as PNG, atomically."""
+    from PIL import Image
+
+    path = Path(path)
+    a = to_rgb(rgb) if np.asarray(rgb).dtype != np.uint8 or np.asarray(rgb).ndim != 3 else np.asarray(rgb)
+    buf = _io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    with atomic_write(path) as f:
+        f.write(buf.getvalue())
+    return path
+
+
+def save_panels(path: str | os.PathLike, images: Any, maps: Any, masks: Any = None, threshold: float | None = None,
+                scores: Sequence[float] | None = None, titles: Sequence[str] | None = None, *, ncols: int = 1,
+                max_images: int | None = 32, cmap: str = "jet", vmin: float | None = None,
+                vmax: float | None = None, normalized: bool | None = None) -> Path:
+    """Grid of :func:`panel` rows for a batch ``images (N,3,H,W)``, ``maps (N,[1,]h,w)``, saved as PNG atomically.
+
+    Heat colours share one scale over all shown maps (vmin/vmax default to their min/max) so
+    panels are comparable.  At most ``max_images`` are drawn (None: all).
+    """
+    n = len(images)
+    if len(maps) != n or (masks is not None and len(masks) != n):
+        raise ValueError(f"save_panels: {n} images but {len(maps)} maps" + ("" if masks is None else f" and {len(masks)} masks"))
+    k = n if max_images is None else min(n, max_images)
+    mm = np.asarray(maps[:k], np.float32)
+    lo = float(mm.min()) if vmin is None else vmin
+    hi = float(mm.max()) if vmax is None else vmax
+    panels = [
+        panel(images[i], maps[i], None if masks is None else masks[i], threshold,
+              score=None if scores is None else float(scores[i]), title=None if titles is None else titles[i],
+              cmap=cmap, vmin=lo, vmax=hi, normalized=normalized)
+        for i in range(k)
+    ]
+    return save_image(path, grid(panels, ncols))
+
+
+# ----------------------------------------------------------------------------
+# histogram
+# ----------------------------------------------------------------------------
+
+def _hist_matplotlib(scores: np.ndarray, labels: np.ndarray, threshold, bins, title) -> bytes:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.0), dpi=100)
+    ax = fig.subplots()
+    edges = np.histogram_bin_edges(scores, bins=bins)
+    if (labels == 0).any():
+        ax.hist(scores[labels == 0], bins=edges, alpha=0.6, color="tab:blue", label=f"normal (n={int((labels == 0).sum())})")
+    if (labels == 1).any():
+        ax.hist(scores[labels == 1], bins=edges, alpha=0.6, color="tab:red", label=f"anomalous (n={int((labels == 1).sum())})")
+    if threshold is not None:
+        ax.axvline(threshold, color="k", linestyle="--", label=f"threshold {threshold:.3g}")
+    ax.set_xlabel("anomaly score")
+    ax.set_ylabel("images")
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _hist_pillow(scores: np.ndarray, labels: np.ndarray, threshold, bins, title) -> bytes:
+    from PIL import Image, ImageDraw
+
+    Wd, Ht = 640, 400
+    L, R, T, B = 60, 20, 36, 50  # margins
+    edges = np.histogram_bin_edges(scores, bins=bins)  # (bins+1,)
+    counts = [np.histogram(scores[labels == c], bins=edges)[0] for c in (0, 1)]  # 2 x (bins,)
+    ymax = max(1, int(max(c.max() if c.size else 0 for c in counts)))
+    x0, x1 = float(edges[0]), float(edges[-1])
+    if threshold is not None:
+        x0, x1 = min(x0, threshold), max(x1, threshold)
+    if x1 <= x0:
+        x0, x1 = x0 - 0.5, x1 + 0.5
+    px = lambda v: L + (np.asarray(v) - x0) / (x1 - x0) * (Wd - L - R)  # data -> pixel x
+    py = lambda c: Ht - B - np.asarray(c) / ymax * (Ht - T - B)  # count -> pixel y
+    base = Image.new("RGBA", (Wd, Ht), (255, 255, 255, 255))
+    colours = [(31, 119, 180), (214, 39, 40)]
+    for cls, cnt in enumerate(counts):
+        layer = Image.new("RGBA", (Wd, Ht), (0, 0, 0, 0))
+        d = ImageDraw.Draw(layer)
+        lx, rx, ty = px(edges[:-1]), px(edges[1:]), py(cnt)
+        for a, b, t, c in zip(lx, rx, ty, cnt):  # loop over bins
+            if c > 0:
+                d.rectangle([float(a), float(t), max(float(a) + 1, float(b) - 1), Ht - B], fill=colours[cls] + (150,))
+        base = Image.alpha_composite(base, layer)
+    d = ImageDraw.Draw(base)
+    d.line([(L, T), (L, Ht - B), (Wd - R, Ht - B)], fill=(0, 0, 0), width=1)
+    for v in np.linspace(x0, x1, 5):  # x ticks
+        x = float(px(v))
+        d.line([(x, Ht - B), (x, Ht - B + 4)], fill=(0, 0, 0))
+        d.text((x - 12, Ht - B + 6), f"{v:.3g}", fill=(0, 0, 0))
+    for c in np.linspace(0, ymax, 5):  # y ticks
+        y = float(py(c))
+        d.line([(L - 4, y), (L, y)], fill=(0, 0, 0))
+        d.text((8, y - 6), f"{c:.0f}", fill=(0, 0, 0))
+    d.text((Wd // 2 - 40, Ht - 20), "anomaly score", fill=(0, 0, 0))
+    if threshold is not None:
+        x = float(px(threshold))
+        for y in range(T, Ht - B, 8):  # dashed line
+            d.line([(x, y), (x, min(y + 4, Ht - B))], fill=(0, 0, 0), width=2)
+    legend = [(f"normal (n={int((labels == 0).sum())})", colours[0]), (f"anomalous (n={int((labels == 1).sum())})", colours[1])]
+    if threshold is not None:
+        legend.append((f"threshold {threshold:.3g}", (0, 0, 0)))
+    for k, (txt, col) in enumerate(legend):
+        y = T + 4 + 16 * k
+        d.rectangle([Wd - R - 170, y, Wd - R - 160, y + 10], fill=col)
+        d.text((Wd - R - 154, y - 1), txt, fill=(0, 0, 0))
+    if title:
+        d.text((L, 10), str(title), fill=(0, 0, 0))
+    buf = _io.BytesIO()
+    base.convert("RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def score_histogram(path: str | os.PathLike, scores: Any, labels: Any, threshold: float | None = None,
+                    bins: int = 40, title: str | None = None, backend: str = "auto") -> Path:
+    """Histogram of image scores, normal (blue) vs anomalous (red), optional threshold line; PNG written atomically.
+
+    ``backend``: 'auto' (matplotlib if importable, else Pillow), 'matplotlib' or 'pillow'.
+    """
+    s = np.asarray(scores, np.float64).ravel()
+    y = np.asarray(labels).ravel().astype(int)
+    if s.shape != y.shape:
+        raise ValueError(f"score_histogram: {s.size} scores but {y.size} labels")
+    if s.size == 0:
+        raise ValueError("score_histogram: no scores")
+    if backend not in ("auto", "matplotlib", "pillow"):
+        raise ValueError(f"score_histogram: backend must be 'auto', 'matplotlib' or 'pillow', got {backend!r}")
+    data = None
+    if backend in ("auto", "matplotlib"):
+        try:
+            data = _hist_matplotlib(s, y, threshold, bins, title)
+        except ImportError:
+            if backend == "matplotlib":
+                raise
+    if data is None:
+        data = _hist_pillow(s, y, threshold, bins, title)
+    path = Path(path)
+    with atomic_write(path) as f:
+        f.write(data)
+    return path
