@@ -429,6 +429,7 @@ def evaluate(
     fpr_limit: float = 0.3,
     image_threshold: float | None = None,
     pixel_threshold: float | None = None,
+    has_mask: Any = None,
 ) -> dict[str, Any]:
     """All metrics in one call: image AUROC/F1-max, pixel AUROC/F1-max/IoU, AUPRO@``fpr_limit``, per-defect breakdown.
 
@@ -437,6 +438,8 @@ def evaluate(
     * ``labels`` (N,) 0/1; if None, derived from ``masks`` (anomalous iff any mask pixel).
     * ``masks`` optional; pixel metrics need both maps and masks.
     * ``image_threshold``/``pixel_threshold``: if None, the F1-max thresholds on this data.
+    * ``has_mask`` (N,) bool, optional (the DataLoader's ``has_mask``): images without ground truth
+      (anomalous images of a mask-less folder) are left out of the pixel metrics.
 
     Returns a flat dict (``image_auroc``, ``image_f1_max``, ``image_threshold``, ``image_f1``,
     ``pixel_auroc``, ``aupro``, ``pixel_f1_max``, ``pixel_threshold``, ``pixel_iou``, counts) and
@@ -483,6 +486,15 @@ def evaluate(
     res["score_normal_mean"] = float(s[~y].mean()) if (~y).any() else float("nan")
     res["score_anomalous_mean"] = float(s[y].mean()) if y.any() else float("nan")
 
+    if m is not None and g is not None and has_mask is not None:
+        hm = np.asarray(has_mask, dtype=bool).ravel()
+        if hm.shape[0] != n:
+            raise ValueError(f"evaluate: has_mask has {hm.shape[0]} entries but there are {n} scores")
+        if not hm.all():
+            notes.append(f"{int((~hm).sum())} image(s) without ground-truth mask left out of pixel metrics")
+            m, g = m[hm], g[hm]
+            if defect_types is not None:  # per-defect pixel metrics would mix subsets: image level only
+                notes.append("per-defect breakdown is image-level only (some masks missing)")
     if m is not None and g is not None:
         gb, mm = _check_map_pair(g, m)
         flat_g, flat_m = gb.ravel(), mm.ravel()
@@ -500,8 +512,9 @@ def evaluate(
         notes.append("pixel metrics need both maps and masks: skipped")
 
     if defect_types is not None:
+        full = g is not None and m is not None and g.shape[0] == n
         res["per_defect"] = per_defect_metrics(
-            s, y, defect_types, maps=m if g is not None else None, masks=g if m is not None else None,
+            s, y, defect_types, maps=m if full else None, masks=g if full else None,
             fpr_limit=fpr_limit, pixel_threshold=res.get("pixel_threshold"),
         )
     res["notes"] = notes

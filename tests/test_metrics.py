@@ -264,3 +264,16 @@ def test_evaluate_without_anomalies_or_masks():
     assert "pixel_auroc" not in r and np.isfinite(r["image_auroc"])
     with pytest.raises(ValueError, match="labels or masks"):
         M.evaluate(rng.random(3))
+
+
+def test_evaluate_has_mask_excludes_images_without_ground_truth():
+    rng = np.random.default_rng(1)
+    masks = np.zeros((6, 8, 8), np.float32)
+    masks[3:5, 2:4, 2:4] = 1
+    maps = rng.random((6, 8, 8)).astype(np.float32) + masks
+    labels = np.array([0, 0, 0, 1, 1, 1])  # image 5 is anomalous but has no mask (all zeros)
+    has = np.array([1, 1, 1, 1, 1, 0], bool)
+    r = M.evaluate(None, maps, labels, masks, has_mask=has, defect_types=["good"] * 3 + ["x"] * 3)
+    assert r["pixel_auroc"] == pytest.approx(skm.roc_auc_score(masks[:5].ravel() > 0.5, maps[:5].ravel()))
+    assert r["aupro"] == pytest.approx(brute_aupro(masks[:5] > 0.5, maps[:5]))
+    assert "pixel_auroc" not in r["per_defect"]["x"] and r["n_images"] == 6
