@@ -32,6 +32,7 @@ import numpy as np
 __all__ = [
     "atomic_write",
     "atomic_path",
+    "default_mode",
     "to_numpy",
     "save_checkpoint",
     "load_checkpoint",
@@ -42,6 +43,23 @@ __all__ = [
 
 FORMAT_MARKER = "npad-checkpoint"
 FORMAT_VERSION = 1
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # read once at import (os.umask is process-wide, not thread-safe)
+
+
+def default_mode(directory: bool = False) -> int:
+    """Permission bits a plain ``open``/``mkdir`` would give: 0o666 (files) or 0o777 (folders) minus the umask.
+
+    Temporary files from :mod:`tempfile` are private (0o600/0o700); writers chmod them to this before the rename.
+    """
+    return (0o777 if directory else 0o666) & ~_UMASK
 
 
 class CheckpointError(OSError):
@@ -82,6 +100,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         yield tmp_path
         with open(tmp_path, "rb+") as f:  # flush the writer's data to disk
             os.fsync(f.fileno())
+        os.chmod(tmp_path, default_mode())  # mkstemp makes 0o600 files
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     except BaseException:

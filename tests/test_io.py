@@ -35,6 +35,7 @@ def test_atomic_path(tmp_path):
         tmp.write_bytes(b"abc")
         assert not p.exists()
     assert p.read_bytes() == b"abc"
+    assert (p.stat().st_mode & 0o777) == io.default_mode()  # not mkstemp's private 0o600
 
 
 class FakeCupy:

@@ -428,6 +428,9 @@ def synthetic_mvtec(root: str | os.PathLike | None = None, seed: int = 0, size: 
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=str(root.parent)))
     try:
         _build(tmp, params)
+        from ..io import default_mode
+
+        os.chmod(tmp, default_mode(directory=True))  # mkdtemp makes a private (0o700) folder
         old = None
         if root.exists():  # outdated complete cache or empty folder: move aside, then swap
             old = root.parent / f".{root.name}.old-{os.getpid()}-{time.time_ns()}"
