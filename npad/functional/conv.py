@@ -158,7 +158,10 @@ class Conv2d(Function):
             m = O // C
             wk = w.reshape(C, m, KH * KW)                               # C x m x KK
             v = im2col(xh, (KH, KW), stride, dilation, (ho, wo))        # B x Ho x Wo x KH x KW x C (view)
-            if m == 1:
+            if m == 1 and xp is numpy:
+                # one pass: einsum reads the KH x KW neighbours from cache for each output element
+                y = numpy.einsum("bijpqc,pqc->bijc", v, numpy.ascontiguousarray(wk[:, 0].T).reshape(KH, KW, C))
+            elif m == 1:
                 y = xp.empty((B, ho, wo, C), x.dtype)
                 tmp = xp.empty_like(y)
                 for k in range(KH * KW):
@@ -235,14 +238,30 @@ class Conv2d(Function):
                 gh = gh[..., None]
             else:
                 gh = gh.reshape(B, ho, wo, C, m)
-            if nw:
+            if nw and m == 1 and xp is numpy:
+                v = im2col(self.xh, (KH, KW), self.stride, self.dilation, (ho, wo))
+                gwk = numpy.einsum("bijpqc,bijc->pqc", v, numpy.ascontiguousarray(gh[..., 0]))  # 'pqc' order: fast
+                gw = gwk.transpose(2, 0, 1).reshape(w.shape)
+            elif nw:
                 v = im2col(self.xh, (KH, KW), self.stride, self.dilation, (ho, wo))
                 gwk = xp.empty((KH * KW, C, m), w.dtype)
                 for k in range(KH * KW):
                     p, q = divmod(k, KW)
                     gwk[k] = xp.einsum("bijcm,bijc->cm", gh, v[:, :, :, p, q])
                 gw = gwk.transpose(1, 2, 0).reshape(w.shape)
-            if nx:
+            if nx and m == 1 and xp is numpy and self.stride == (1, 1):
+                # dX = full correlation of dY with the flipped kernel: one einsum over a strided view
+                dh, dw = self.dilation
+                eh, ew = dh * (KH - 1), dw * (KW - 1)
+                gp = numpy.zeros((B, ho + 2 * eh, wo + 2 * ew, C), gy.dtype)
+                gp[:, eh:eh + ho, ew:ew + wo] = gh[..., 0]
+                wf = numpy.ascontiguousarray(w.reshape(C, KH, KW)[:, ::-1, ::-1].transpose(1, 2, 0))
+                full = numpy.einsum("bijpqc,pqc->bijc", im2col(gp, (KH, KW), (1, 1), (dh, dw), (ho + eh, wo + ew)), wf)
+                gxh = numpy.zeros((B, Hp, Wp, C), gy.dtype) if (ho + eh, wo + ew) != (Hp, Wp) else full
+                if gxh is not full:
+                    gxh[:, :ho + eh, :wo + ew] = full
+                gx = _nchw(gxh[:, t:t + H, l:l + W])
+            elif nx:
                 sh, sw = self.stride
                 dh, dw = self.dilation
                 gxh = xp.zeros((B, Hp, Wp, C), gy.dtype)

@@ -26,6 +26,8 @@ CONV_GRID = [
     (1, 4, 6, 5, 6, (3, 3), 1, 1, 1, 2),        # grouped
     (2, 4, 6, 5, 4, (3, 3), 2, 1, 1, 4),        # depthwise
     (1, 3, 7, 6, 6, (3, 3), 1, 2, 2, 3),        # depthwise, multiplier 2, dilated
+    (1, 3, 7, 6, 3, (3, 3), 1, 2, 2, 3),        # depthwise, dilated
+    (2, 3, 6, 7, 3, (5, 3), 1, (2, 0), 1, 3),   # depthwise, 5x3, stride 1
     (1, 2, 6, 7, 3, (5, 3), 1, "same", 1, 1),
     (1, 2, 6, 7, 3, (2, 2), 1, "same", (2, 1), 1),   # even kernel: extra padding at the end
     (1, 2, 5, 6, 3, (3, 3), 1, "valid", 1, 1),

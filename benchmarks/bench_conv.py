@@ -1,0 +1,143 @@
+"""conv2d speed at ResNet / EfficientNet shapes (batch 8, float32, CPU).
+
+Prints, per shape: forward and forward+backward time, achieved GFLOP/s, the ratio to this machine's
+NumPy float32 matmul GFLOP/s (a big square sgemm), the ratio to PyTorch CPU when torch is installed
+(npad time / torch time; 1.0 = as fast), and the tracemalloc peak of one forward+backward.
+Also prints threadpoolctl's BLAS info (kernel, threads) and the OPENBLAS_* variables in force.
+
+    python benchmarks/bench_conv.py            [--quick]
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_conv.py
+"""
+import argparse
+import os
+import sys
+import time
+import tracemalloc
+
+import numpy
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import npad  # noqa: E402
+import npad.functional as F  # noqa: E402
+from npad import Tensor  # noqa: E402
+
+SHAPES = [
+    # name, C, H, O, k, stride, groups
+    ("resnet 3x3 64@56", 64, 56, 64, 3, 1, 1),
+    ("resnet 3x3 128@28", 128, 28, 128, 3, 1, 1),
+    ("resnet 3x3 256@28", 256, 28, 256, 3, 1, 1),
+    ("resnet 3x3 s2 128->256@56", 128, 56, 256, 3, 2, 1),
+    ("resnet 1x1 64->256@56", 64, 56, 256, 1, 1, 1),
+    ("resnet 1x1 256->64@56", 256, 56, 64, 1, 1, 1),
+    ("effnet dw 3x3 144@56", 144, 56, 144, 3, 1, 144),
+    ("effnet dw 5x5 240@28", 240, 28, 240, 5, 1, 240),
+]
+BATCH = 8
+
+
+def best_time(fn, budget=0.6, min_reps=3, max_reps=20):
+    """Minimum wall time of fn over repetitions filling about ``budget`` seconds."""
+    fn()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_reps or (time.perf_counter() - start < budget and len(times) < max_reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def matmul_gflops(n=2048):
+    a = numpy.random.default_rng(0).standard_normal((n, n)).astype(numpy.float32)
+    b = a.copy()
+    return 2 * n ** 3 / best_time(lambda: a @ b, budget=1.0) / 1e9
+
+
+def blas_info():
+    try:
+        import threadpoolctl
+        return [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads", "threading_layer")}
+                for d in threadpoolctl.threadpool_info() if d.get("user_api") == "blas"]
+    except ImportError:
+        return "threadpoolctl not installed"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="shorter timing budget")
+    ap.add_argument("--no-torch", action="store_true")
+    args = ap.parse_args()
+    budget = 0.25 if args.quick else 0.6
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+            torch.set_num_threads(os.cpu_count() or 1)
+        except ImportError:
+            torch = None
+    print(f"numpy {numpy.__version__}, cpus {os.cpu_count()}, OPENBLAS env: "
+          f"{ {k: v for k, v in os.environ.items() if k.startswith('OPENBLAS')} }")
+    print(f"BLAS: {blas_info()}")
+    if torch is not None:
+        print(f"torch {torch.__version__} (threads {torch.get_num_threads()})")
+    mm = matmul_gflops()
+    print(f"NumPy float32 matmul 2048^3: {mm:.0f} GFLOP/s\n")
+    hdr = (f"{'shape (batch 8)':28s} {'fwd ms':>8s} {'GF/s':>6s} {'/mm':>5s} {'fwd+bwd ms':>10s} {'GF/s':>6s} {'/mm':>5s}"
+           f" {'torch fwd':>9s} {'x torch':>7s} {'torch f+b':>9s} {'x torch':>7s} {'peak MiB':>8s}")
+    print(hdr)
+    print("-" * len(hdr))
+    rng = numpy.random.default_rng(0)
+    rows = []
+    for name, C, H, O, k, s, g in SHAPES:
+        x = rng.standard_normal((BATCH, C, H, H)).astype(numpy.float32)
+        w = (rng.standard_normal((O, C // g, k, k)) * 0.1).astype(numpy.float32)
+        p = k // 2
+        Ho = (H + 2 * p - k) // s + 1
+        flops = 2 * BATCH * O * (C // g) * k * k * Ho * Ho
+        xt, wt = Tensor(x), Tensor(w, requires_grad=True)
+        xg = Tensor(x, requires_grad=True)
+
+        def fwd():
+            with npad.no_grad():
+                return F.conv2d(xt, wt, None, s, p, 1, g)
+
+        gy = numpy.ones((BATCH, O, Ho, Ho), numpy.float32)
+
+        def fwd_bwd():
+            xg.grad = wt.grad = None
+            F.conv2d(xg, wt, None, s, p, 1, g).backward(gy)
+
+        tf, tfb = best_time(fwd, budget), best_time(fwd_bwd, budget)
+        tracemalloc.start()
+        fwd_bwd()
+        peak = tracemalloc.get_traced_memory()[1] / 2 ** 20
+        tracemalloc.stop()
+        tt = ttb = None
+        if torch is not None:
+            X, W = torch.from_numpy(x), torch.from_numpy(w).requires_grad_()
+            XG = torch.from_numpy(x.copy()).requires_grad_()
+            GY = torch.from_numpy(gy)
+
+            def tfwd():
+                with torch.no_grad():
+                    return torch.nn.functional.conv2d(X, W, None, s, p, 1, g)
+
+            def tfwd_bwd():
+                XG.grad = W.grad = None
+                torch.nn.functional.conv2d(XG, W, None, s, p, 1, g).backward(GY)
+
+            tt, ttb = best_time(tfwd, budget), best_time(tfwd_bwd, budget)
+        gf, gfb = flops / tf / 1e9, 3 * flops / tfb / 1e9
+        tcols = (f" {tt * 1e3:9.2f} {tf / tt:7.2f} {ttb * 1e3:9.2f} {tfb / ttb:7.2f}" if tt else
+                 f" {'-':>9s} {'-':>7s} {'-':>9s} {'-':>7s}")
+        print(f"{name:28s} {tf * 1e3:8.2f} {gf:6.0f} {gf / mm:5.2f} {tfb * 1e3:10.2f} {gfb:6.0f} {gfb / mm:5.2f}"
+              f"{tcols} {peak:8.1f}", flush=True)
+        rows.append((name, tf, tfb, tt, ttb, peak))
+    print(f"\nNumPy float32 matmul again: {matmul_gflops():.0f} GFLOP/s (load on the machine shows as a change)")
+    print("GF/s: forward counts 2*B*O*(C/g)*k*k*Ho*Wo flops, forward+backward three times that; "
+          "/mm: ratio to the matmul GFLOP/s; x torch: npad time / torch time; "
+          "peak MiB: tracemalloc peak of one forward+backward (input, weight and output not included).")
+
+
+if __name__ == "__main__":
+    main()
