@@ -1,0 +1,136 @@
+"""One experiment loop shared by every method's example script (and the command line):
+for each category of an MVTec-layout folder, fit on train/good, evaluate on test, print
+the metrics, and write panels, a score histogram, a results table and the model.
+"""
+import argparse
+import csv
+import io as _io
+import time
+from pathlib import Path
+
+import numpy
+
+from . import backend, viz
+from .data import MVTecDataset, list_categories, synthetic_mvtec
+from .io import atomic_write
+from .metrics import format_results
+
+COLUMNS = [("image_auroc", "image AUROC", 100), ("pixel_auroc", "pixel AUROC", 100), ("aupro", "AUPRO", 100),
+           ("image_threshold", "F1-max thr.", 1), ("train_seconds", "train s", 1),
+           ("images_per_s", "infer img/s", 1), ("model_mb", "model MB", 1)]
+
+
+def common_arguments(description, default_size=256):
+    """The arguments every example takes."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", default=None, help="MVTec-layout root or one category folder "
+                                                "(default: the embedded synthetic dataset, generated on first use)")
+    p.add_argument("--category", default=None, help="one category (default: every category found)")
+    p.add_argument("--backbone", default="efficientnet_lite0", help="backbone name (see npad.backbones)")
+    p.add_argument("--onnx", default=None, help="ONNX file of the backbone when it is not built in")
+    p.add_argument("--size", type=int, default=default_size, help="input size in pixels")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the method's quick setting)")
+    p.add_argument("--full", action="store_true", help="the paper's training budget instead of the quick one")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu (NumPy) or cuda (CuPy)")
+    p.add_argument("--out", default="runs/example", help="output folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--panels", type=int, default=12, help="test images drawn in the panel picture")
+    return p
+
+
+def categories(data, category):
+    """(root, [category names]) for --data / --category; the synthetic dataset by default."""
+    root = Path(data) if data else synthetic_mvtec()
+    if not root.exists():
+        raise FileNotFoundError(f"--data {root} does not exist")
+    if category:
+        return root, [category]
+    if (root / "train").is_dir():   # a single category folder
+        return root, [None]
+    cats = list_categories(root)
+    if not cats:
+        raise FileNotFoundError(f"--data {root} holds no MVTec-layout category (train/good, test/...)")
+    return root, cats
+
+
+def _sample(labels, n, seed):
+    """Indices of up to n test images, two thirds anomalous, in a fixed random order."""
+    rng = numpy.random.default_rng(seed)
+    bad, good = numpy.flatnonzero(labels == 1), numpy.flatnonzero(labels == 0)
+    k_bad = min(len(bad), max(n - min(len(good), n // 3), 0))
+    pick = numpy.concatenate([rng.permutation(bad)[:k_bad], rng.permutation(good)[:n - k_bad]])
+    return numpy.sort(pick.astype(int))
+
+
+def run(make_model, args, method_name):
+    """Fit and evaluate ``make_model()`` on each category; returns the list of result rows."""
+    if args.device == "cuda":
+        backend.set_device("cuda")
+    root, cats = categories(args.data, args.category)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for cat in cats:
+        name = cat or root.name
+        train = MVTecDataset(root, cat, "train")
+        test = MVTecDataset(root, cat, "test")
+        print(f"\n== {method_name} / {name}: {len(train)} training images, {len(test)} test images "
+              f"({int((test.labels == 1).sum())} anomalous)")
+        model = make_model()
+        t0 = time.perf_counter()
+        model.fit(train)
+        train_s = time.perf_counter() - t0
+        ev = model.evaluate(test)
+        res = ev.pop("result")
+        model.threshold = ev["image_threshold"]          # F1-max on the evaluated set
+        print(format_results(ev))
+        row = dict(category=name, train_seconds=train_s, model_mb=model.model_megabytes(),
+                   **{k: ev.get(k, float("nan")) for k, _, _ in COLUMNS[:4]}, images_per_s=ev["images_per_s"])
+        print("  " + "  ".join(f"{label} {row[k] * s:.2f}" for k, label, s in COLUMNS))
+        rows.append(row)
+        _pictures(out / name, test, res, ev, args)
+        model.save(out / name / f"{method_name.lower()}.h5")
+    mean = {k: float(numpy.nanmean([r[k] for r in rows])) for k, _, _ in COLUMNS}
+    rows.append(dict(category="mean", **mean))
+    table = results_table(rows, method_name)
+    print("\n" + table)
+    with atomic_write(out / "results.md", "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=["category"] + [k for k, _, _ in COLUMNS])
+    w.writeheader()
+    w.writerows({k: r.get(k) for k in w.fieldnames} for r in rows)
+    with atomic_write(out / "results.csv", "w", encoding="utf-8") as f:
+        f.write(buf.getvalue())
+    print(f"outputs in {out}/")
+    return rows
+
+
+def _pictures(folder, test, res, ev, args):
+    """Heatmap panels for a sample of test images and the score histogram."""
+    folder.mkdir(parents=True, exist_ok=True)
+    idx = _sample(test.labels, args.panels, args.seed)
+    ds = test
+    if ds.transform is None:
+        from .data import transforms as T
+        ds = MVTecDataset(test.root, test.category if test.category_dir != test.root else None, "test",
+                          transform=T.Resize(res.maps.shape[-1]))
+    items = [ds[int(i)] for i in idx]
+    images = numpy.stack([it["image"] for it in items])
+    masks = numpy.stack([it["mask"][0] for it in items])
+    thr = ev.get("pixel_threshold")
+    viz.save_panels(folder / "panels.png", images, res.maps[idx], masks, thr if numpy.isfinite(thr) else None,
+                    scores=res.scores[idx], titles=[f"{test.defect_types[i]}" for i in idx], ncols=2,
+                    max_images=None)
+    viz.score_histogram(folder / "histogram.png", res.scores, test.labels, ev.get("image_threshold"),
+                        title=f"image scores, {folder.name}")
+
+
+def results_table(rows, method_name):
+    """A markdown table of the result rows."""
+    head = "| category | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
+    lines = [f"### {method_name}", "", head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for r in rows:
+        cells = [f"{r[k] * s:.2f}" if r.get(k) is not None and numpy.isfinite(r[k]) else "n/a" for k, _, s in COLUMNS]
+        lines.append(f"| {r['category']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

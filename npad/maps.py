@@ -1,0 +1,60 @@
+"""Anomaly maps: upsampling, smoothing, image scores — shared by every method.
+
+All functions take and return arrays (NumPy or CuPy) outside the autograd graph.
+"""
+import numpy
+
+from . import functional as F
+from .backend import get_array_module, to_cpu
+from .tensor import Tensor, no_grad
+
+
+def upsample(maps, size, align_corners=True):
+    """Bilinear resize of N x h x w maps to N x H x W (``size`` = (H, W) or an int)."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(maps.shape[-2:]) == size:
+        return maps
+    with no_grad():
+        t = F.interpolate(Tensor(maps[:, None]), size=size, mode="bilinear", align_corners=align_corners)
+    return t.data[:, 0]                                                   # N x H x W
+
+
+def gaussian_smooth(maps, sigma=4.0):
+    """Each N x H x W map convolved with a Gaussian of std ``sigma`` pixels (on the CPU)."""
+    if not sigma:
+        return maps
+    from scipy.ndimage import gaussian_filter
+    xp = get_array_module(maps)
+    out = gaussian_filter(to_cpu(maps), sigma=(0, sigma, sigma), mode="nearest", truncate=4.0)
+    return xp.asarray(out)
+
+
+def image_scores(maps, reduction="max", k=None, pool=None):
+    """One score per map: its max, mean, mean of the top-k values, or max of the average-pooled map."""
+    xp = get_array_module(maps)
+    if pool:
+        with no_grad():
+            maps = F.avg_pool2d(Tensor(maps[:, None]), pool, stride=1).data[:, 0]
+    flat = maps.reshape(maps.shape[0], -1)                                # N x HW
+    if reduction == "max":
+        return flat.max(axis=1)
+    if reduction == "mean":
+        return flat.mean(axis=1)
+    if reduction == "sum":
+        return flat.sum(axis=1)
+    if reduction == "topk":
+        k = min(int(k or 1), flat.shape[1])
+        return xp.sort(flat, axis=1)[:, -k:].mean(axis=1)
+    raise ValueError(f"image_scores: reduction must be 'max', 'mean', 'sum' or 'topk', got {reduction!r}")
+
+
+def minmax(maps, lo=None, hi=None):
+    """(m - lo) / (hi - lo), with lo, hi the minimum and maximum over all maps unless given."""
+    lo = float(maps.min()) if lo is None else lo
+    hi = float(maps.max()) if hi is None else hi
+    return (maps - lo) / max(hi - lo, 1e-12)
+
+
+def as_numpy(a):
+    """A float32 NumPy copy for metrics and pictures."""
+    return numpy.asarray(to_cpu(a), dtype=numpy.float32)
