@@ -334,9 +334,10 @@ def _reduce(f, raw=None):
 
 
 def _flatten(n, x):
-    axis = n.a("axis", 1) % (x.ndim + 1) if x.ndim else 0
+    axis = n.a("axis", 1)
+    axis = axis + x.ndim if axis < 0 else axis
     lead = int(np.prod(x.shape[:axis], dtype=np.int64))
-    return F.reshape(x, (lead, -1)) if x.size else _wrap(x.data.reshape(lead, -1))
+    return F.reshape(x, (lead, -1)) if x.numel() else _wrap(x.data.reshape(lead, -1))
 
 
 def _reshape(n, x, shape=None):
@@ -525,7 +526,7 @@ def _matmul(n, a, b):
 def _pow(n, x, p):
     if _isint(x):
         return _wrap(x.data ** p.data)
-    if p.size == 1 and not p.requires_grad:
+    if p.numel() == 1 and not p.requires_grad:
         return F.pow(x, float(_arr(p).reshape(-1)[0]))
     return F.pow(x, p)
 
@@ -700,9 +701,9 @@ def _resize(n, x, *rest):
         roi = rest[0] if len(rest) > 0 else None
         scales = rest[1] if len(rest) > 1 else None
         sizes = rest[2] if len(rest) > 2 else None
-        roi = None if roi is None or roi.size == 0 else _arr(roi).astype(np.float64)
-        scales = None if scales is None or scales.size == 0 else _arr(scales).astype(np.float64)
-        sizes = None if sizes is None or sizes.size == 0 else _ints(sizes)
+        roi = None if roi is None or roi.numel() == 0 else _arr(roi).astype(np.float64)
+        scales = None if scales is None or scales.numel() == 0 else _arr(scales).astype(np.float64)
+        sizes = None if sizes is None or sizes.numel() == 0 else _ints(sizes)
         ctm = n.a("coordinate_transformation_mode", "half_pixel")
         nearest = n.a("nearest_mode", "round_prefer_floor")
     mode = n.a("mode", "nearest")
