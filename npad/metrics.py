@@ -12,9 +12,10 @@ Conventions
   ``nan`` together with a :class:`MetricWarning` saying why, so that
   :func:`evaluate` still reports everything that *is* defined.
 
-All curves are computed from one descending sort of the scores with ties
-grouped, exactly as scikit-learn's ``_binary_clf_curve``; no Python loop runs
-over thresholds or pixels.
+Curves are computed from one descending sort of the scores with ties grouped,
+exactly as scikit-learn's ``_binary_clf_curve``; AUROC and F1-max use a value
+sort plus ``searchsorted`` (same numbers, much faster on millions of pixels).
+No Python loop runs over thresholds or pixels.
 
 References
 ----------
@@ -158,13 +159,33 @@ def roc_curve(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
         return fp / N, tp / P, thr
 
 
-def _auroc_from_curve(tp: np.ndarray, fp: np.ndarray) -> float:
-    P, N = tp[-1], fp[-1]
-    tp0 = np.r_[0.0, tp]  # (G+1,)
-    fp0 = np.r_[0.0, fp]
-    # Mann-Whitney U with ties counted 1/2 == trapezoid under the tie-grouped ROC curve
-    u = np.sum(np.diff(fp0) * (tp0[1:] + tp0[:-1])) * 0.5
-    return float(u / (P * N))
+def _auroc_sorted(y: np.ndarray, s: np.ndarray) -> float:
+    """Mann-Whitney AUC via one value sort: U = sum_{i in pos} #{neg < s_i} + 1/2 #{neg = s_i}; AUC = U / (P N).
+
+    ``np.sort`` + ``searchsorted`` is ~20x faster than a stable argsort for millions of pixels.
+    """
+    neg = np.sort(s[~y])  # (N,)
+    pos = s[y]  # (P,)
+    less = np.searchsorted(neg, pos, side="left")  # (P,) negatives strictly below
+    leq = np.searchsorted(neg, pos, side="right")  # (P,) negatives below or tied
+    u = less.sum(dtype=np.float64) + 0.5 * (leq - less).sum(dtype=np.float64)
+    return float(u / (float(pos.size) * float(neg.size)))
+
+
+def _f1max_sorted(y: np.ndarray, s: np.ndarray) -> tuple[float, float]:
+    """F1-max over thresholds t in the positive scores (the optimum is always one), highest t on ties.
+
+    tp(t) = #{pos >= t}, fp(t) = #{neg >= t}, F1 = 2 tp / (tp + fp + P).
+    """
+    pos = np.sort(s[y])  # (P,)
+    neg = np.sort(s[~y])  # (N,)
+    P, N = pos.size, neg.size
+    t = pos[np.r_[np.flatnonzero(pos[1:] != pos[:-1]), P - 1]]  # (T,) distinct positive scores, ascending
+    tp = P - np.searchsorted(pos, t, side="left")  # (T,)
+    fp = N - np.searchsorted(neg, t, side="left")  # (T,)
+    f1 = 2.0 * tp / (tp + fp + P)  # (T,)
+    k = f1.size - 1 - int(np.argmax(f1[::-1]))  # last (highest-threshold) maximum
+    return float(f1[k]), float(t[k])
 
 
 def auroc(labels: Any, scores: Any) -> float:
@@ -176,8 +197,7 @@ def auroc(labels: Any, scores: Any) -> float:
         which = "no anomalous samples" if n_pos == 0 else "no normal samples"
         warnings.warn(f"AUROC undefined: {which} among {y.size} (returning nan)", MetricWarning, stacklevel=2)
         return float("nan")
-    tp, fp, _ = _binary_clf_curve(y, s)
-    return _auroc_from_curve(tp, fp)
+    return _auroc_sorted(y, s)
 
 
 def image_auroc(labels: Any, scores: Any) -> float:
@@ -208,9 +228,10 @@ def _label_components(g: np.ndarray) -> tuple[np.ndarray, int]:
 def _pro_curve(g: np.ndarray, m: np.ndarray, fpr_limit: float | None = None):
     """PRO curve on checked (N,H,W) bool masks / maps; with ``fpr_limit`` only up to the first point past it.
 
-    Truncation is exact: with k = floor(L * n_ok) + 1 and t_k the k-th largest normal score, every
-    curve point with threshold >= t_k depends only on pixels with score >= t_k, and FPR(t_k) > L.
-    Only those pixels are sorted (np.partition finds t_k in O(n)).
+    FPR(t) and PRO(t) are read off sorted normal scores and cumulative component weights
+    (1 / |C_k| per pixel of C_k) with ``searchsorted``.  Truncation is exact: with
+    k = floor(L * n_ok) + 1 and t_k the k-th largest normal score, FPR(t_k) > L, so thresholds
+    below t_k are never needed for the area up to L.
     """
     labeled, n_comp = _label_components(g)  # (N,H,W)
     sizes = np.bincount(labeled.ravel(), minlength=n_comp + 1)  # (K+1,); sizes[0] = #normal pixels
@@ -222,25 +243,28 @@ def _pro_curve(g: np.ndarray, m: np.ndarray, fpr_limit: float | None = None):
         return nan, nan, nan
     s = m.ravel()  # (n,)
     lab = labeled.ravel()  # (n,)
+    normal = np.sort(s[lab == 0])  # (n_ok,) ascending
+    is_anom = lab > 0
+    a_s = s[is_anom]  # (n_anom,) anomalous pixel scores
+    inv_size = 1.0 / sizes[1:].astype(np.float64)  # (K,) weight of a pixel of component k
+    a_w = inv_size[lab[is_anom] - 1]  # (n_anom,)
+    order = np.argsort(a_s, kind="stable")  # few pixels: cheap
+    a_sorted = a_s[order]
+    cw = np.r_[0.0, np.cumsum(a_w[order])]  # (n_anom+1,) weight of anomalous pixels below index
+    lo = -np.inf
     if fpr_limit is not None:
         k = int(np.floor(fpr_limit * n_ok)) + 1
         if k < n_ok:
-            normal_scores = s[lab == 0]  # (n_ok,)
-            t_k = np.partition(normal_scores, n_ok - k)[n_ok - k]  # k-th largest normal score
-            keep = s >= t_k  # (n,)
-            s, lab = s[keep], lab[keep]
-    order = np.argsort(s, kind="stable")[::-1]  # (n',) descending
-    s_sorted = s[order]  # (n',)
-    lab_sorted = lab[order]  # (n',)
-    del order
-    inv_size = 1.0 / np.maximum(sizes, 1).astype(np.float64)  # (K+1,)
-    inv_size[0] = 0.0
-    ends = np.append(np.flatnonzero(s_sorted[1:] != s_sorted[:-1]), s_sorted.size - 1)  # (G,)
-    fpr = np.cumsum(lab_sorted == 0, dtype=np.float64)[ends] / n_ok  # (G,)
-    pro = np.cumsum(inv_size[lab_sorted])[ends] / n_comp  # (G,) overlap fractions summed over components
+            lo = normal[n_ok - k]  # k-th largest normal score: FPR(lo) > limit
+    # thresholds: every distinct score >= lo, descending
+    cand = np.concatenate([normal[np.searchsorted(normal, lo, "left"):], a_sorted[np.searchsorted(a_sorted, lo, "left"):]])
+    cand.sort()
+    thr = cand[np.r_[np.flatnonzero(cand[1:] != cand[:-1]), cand.size - 1]][::-1]  # (G,) distinct, descending
+    fpr = (n_ok - np.searchsorted(normal, thr, "left")) / n_ok  # (G,) normal pixels with s >= t
+    pro = (cw[-1] - cw[np.searchsorted(a_sorted, thr, "left")]) / n_comp  # (G,) overlap fractions summed
     np.clip(fpr, 0.0, 1.0, out=fpr)
     np.clip(pro, 0.0, 1.0, out=pro)
-    return np.r_[0.0, fpr], np.r_[0.0, pro], np.r_[np.inf, s_sorted[ends]]
+    return np.r_[0.0, fpr], np.r_[0.0, pro], np.r_[np.inf, thr]
 
 
 def pro_curve(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -309,10 +333,7 @@ def f1_max(labels: Any, scores: Any) -> tuple[float, float]:
     if P == 0:
         warnings.warn("F1 undefined: no anomalous samples (returning nan)", MetricWarning, stacklevel=2)
         return float("nan"), float("nan")
-    tp, fp, thr = _binary_clf_curve(y, s)
-    f1 = 2.0 * tp / (tp + fp + P)  # (G,) 2TP/(2TP+FP+FN) with FN = P-TP
-    k = int(np.argmax(f1))
-    return float(f1[k]), float(thr[k])
+    return _f1max_sorted(y, s)
 
 
 def f1_score(labels: Any, scores: Any, threshold: float) -> float:
@@ -376,6 +397,16 @@ def choose_threshold(scores: Any, labels: Any = None, percentile: float = 99.0) 
 # ----------------------------------------------------------------------------
 # all at once
 # ----------------------------------------------------------------------------
+
+def _auroc_and_f1(y: np.ndarray, s: np.ndarray) -> tuple[float, float, float]:
+    """(AUROC, F1-max, F1-max threshold) from one sorted curve; nan where undefined (no warning)."""
+    n_pos = int(np.count_nonzero(y))
+    if n_pos == 0:
+        return float("nan"), float("nan"), float("nan")
+    auc = float("nan") if n_pos == y.size else _auroc_sorted(y, s)
+    f1, thr = _f1max_sorted(y, s)
+    return auc, f1, thr
+
 
 def _quiet(fn, *args, **kwargs):
     with warnings.catch_warnings():
@@ -500,9 +531,8 @@ def evaluate(
         flat_g, flat_m = gb.ravel(), mm.ravel()
         if not flat_g.any():
             notes.append("masks contain no anomalous pixels: pixel metrics skipped (nan)")
-        res["pixel_auroc"] = _quiet(auroc, flat_g, flat_m)
+        res["pixel_auroc"], pf1, pthr = _auroc_and_f1(flat_g, flat_m)
         res["aupro"] = _quiet(aupro, gb, mm, fpr_limit)
-        pf1, pthr = _quiet(f1_max, flat_g, flat_m)
         res["pixel_f1_max"], res["pixel_f1_max_threshold"] = pf1, pthr
         pt = pthr if pixel_threshold is None else float(pixel_threshold)
         res["pixel_threshold"] = pt
