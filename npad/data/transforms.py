@@ -4,7 +4,7 @@ Every transform is a callable ``t(image, mask=None, rng=None) -> (image, mask)``
 
 * ``image``: float32 ``(C, H, W)`` (values in [0, 1] before :class:`Normalize`),
 * ``mask``: float32 ``(1, H, W)`` in {0, 1}, or None,
-* ``rng``: a ``numpy.random.Generator`` used by random transforms; when None they
+* ``rng``: a ``numpy.random.Generator`` (or an int seed) used by random transforms; when None they
   draw from their own generator seeded at construction (``seed=``), so a
   pipeline is reproducible either way.  Datasets pass a per-sample generator
   derived from ``(seed, epoch, index)`` so results do not depend on threading.
@@ -147,8 +147,10 @@ class Transform:
     def __init__(self, seed: int | None = 0):
         self._rng = np.random.default_rng(seed)
 
-    def _gen(self, rng: np.random.Generator | None) -> np.random.Generator:
-        return self._rng if rng is None else rng
+    def _gen(self, rng: np.random.Generator | int | None) -> np.random.Generator:
+        if rng is None:
+            return self._rng
+        return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
     def __call__(self, image, mask=None, rng=None):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -111,12 +111,12 @@ def test_collate_shape_mismatch_names_paths():
 
 def test_prefetch_overlaps_work():
     """Prefetching hides loading time behind the consumer's work."""
-    ds = ArrayDataset(8, delay=0.02)
+    ds = ArrayDataset(8, delay=0.03)
 
     def run(prefetch):
         t = time.perf_counter()
         for _ in DataLoader(ds, batch_size=1, prefetch=prefetch):
-            time.sleep(0.02)  # "model"
+            time.sleep(0.03)  # "model"
         return time.perf_counter() - t
 
-    assert run(2) < 0.8 * run(0)
+    assert run(2) < 0.85 * run(0)  # ideal ratio ~0.53 (sleeps need no CPU, so this holds on busy machines)

@@ -97,6 +97,7 @@ def test_compose_seeded_own_generator_reproducible():
     assert ra.shape == (3, 24, 24)
     np.testing.assert_array_equal(ra, rb)
     assert not np.array_equal(ra, rc)
+    np.testing.assert_array_equal(a(img, None, 5)[0], c(img, None, np.random.default_rng(5))[0])  # int seed as rng
 
 
 def test_normalize_roundtrip():
