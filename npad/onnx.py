@@ -112,10 +112,15 @@ class _Erf(Function):
 # ``node.a(name, default)`` reads an attribute, ``node.opset`` is the model's opset.
 # Missing optional inputs are None.  Static (shape-like) inputs are read with _ints/_arr.
 # ---------------------------------------------------------------------------
-def _binary(fop, raw):
+def _binary(fop, raw, ufunc=None):
     def op(n, a, b):
         if _isint(a) or _isint(b) or a.dtype.kind == "b":
             return _wrap(raw(_xp(a), a.data, b.data))
+        if ufunc is not None and n.inplace and not _grad(a, b):
+            for i, t in ((0, a), (1, b)):   # write into an input that dies here, when shapes allow
+                if i in n.inplace and t.shape == np.broadcast_shapes(a.shape, b.shape) and \
+                        t.dtype == np.result_type(a.dtype, b.dtype):
+                    return _wrap(getattr(_xp(a), ufunc)(a.data, b.data, out=t.data))
         return fop(a, b)
     return op
 
@@ -135,6 +140,11 @@ def _variadic(f):
     return op
 
 
+def _out(n, i, x):
+    """The array to write a no-grad result of input ``i`` into: the input itself when it dies here."""
+    return x.data if i in n.inplace else None
+
+
 def _clip(n, x, lo=None, hi=None):
     if n.opset < 11:
         lo, hi = n.a("min", None), n.a("max", None)
@@ -143,18 +153,30 @@ def _clip(n, x, lo=None, hi=None):
         hi = None if hi is None else _arr(hi).item()
     if _isint(x):
         return _wrap(_xp(x).clip(x.data, lo, hi))
-    if not _grad(x):
-        return _wrap(_xp(x).clip(x.data, -np.inf if lo is None else lo, np.inf if hi is None else hi))
+    if not _grad(x):   # maximum/minimum: several times faster than clip on strided arrays
+        xp, y = _xp(x), x.data
+        if lo is not None:
+            y = xp.maximum(y, lo, out=_out(n, 0, x))
+        if hi is not None:
+            y = xp.minimum(y, hi, out=y if (lo is not None or 0 in n.inplace) else None)
+        return _wrap(y)
     return F.clamp(x, lo, hi)
 
 
 def _relu(n, x):
     if not _grad(x):
-        return _wrap(_xp(x).maximum(x.data, 0))
+        return _wrap(_xp(x).maximum(x.data, 0, out=_out(n, 0, x)))
     return F.relu(x)
 
 
 def _sigmoid(n, x):
+    if not _grad(x):
+        xp = _xp(x)
+        y = xp.multiply(x.data, 0.5, out=_out(n, 0, x))
+        xp.tanh(y, out=y)
+        y += 1
+        y *= 0.5
+        return _wrap(y)
     return F.sigmoid(x)
 
 
@@ -282,7 +304,9 @@ def _pool(kind):
         H, W = x.shape[2:]
         kernel, strides, dil, pads, out, extra = _pool_geometry(n, (H, W))
         t, l, b, r = pads[0], pads[1], pads[2] + extra[0], pads[3] + extra[1]
-        if kind == "max":
+        if kind == "max" and not _grad(x):
+            y = _max_pool_raw(x.data, kernel, strides, dil, (t, l, b, r), out)
+        elif kind == "max":
             if t or l or b or r:
                 x = F.pad(x, (l, r, t, b), value=-np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min)
             y = F.max_pool2d(x, tuple(kernel), tuple(strides), 0, tuple(dil))
@@ -305,6 +329,35 @@ def _pool(kind):
                 y = y * _wrap(_xp(y).asarray(factor.astype(y.dtype)))
         return F.squeeze(y, 2) if one_d else y
     return op
+
+
+def _max_pool_raw(x, kernel, strides, dil, pads, out):
+    """Max pooling without bookkeeping (no arg-max): one running maximum over the window offsets."""
+    xp = get_array_module(x)
+    t, l, b, r = pads
+    B, C, H, W = x.shape
+    if t or l or b or r:
+        fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+        if x.transpose(0, 2, 3, 1).flags.c_contiguous:   # channels-last memory (conv outputs): keep it
+            xpd = xp.empty((B, H + t + b, W + l + r, C), x.dtype).transpose(0, 3, 1, 2)
+        else:
+            xpd = xp.empty((B, C, H + t + b, W + l + r), x.dtype)
+        xpd[:, :, :t] = fill
+        xpd[:, :, H + t:] = fill
+        xpd[:, :, :, :l] = fill
+        xpd[:, :, :, W + l:] = fill
+        xpd[:, :, t:t + H, l:l + W] = x
+        x = xpd
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, strides, dil, out
+    y = None
+    for p in range(kh):
+        for q in range(kw):
+            v = x[:, :, p * dh:p * dh + sh * (ho - 1) + 1:sh, q * dw:q * dw + sw * (wo - 1) + 1:sw]
+            if y is None:
+                y = v.copy(order="K")
+            else:
+                xp.maximum(y, v, out=y)
+    return _wrap(y)
 
 
 def _global_pool(f):
@@ -784,10 +837,10 @@ def _float_or_raw(fop, raw):
 #: op type -> implementation fn(node, *inputs)
 OPS = {
     # elementwise arithmetic
-    "Add": _binary(F.add, lambda xp, a, b: a + b),
-    "Sub": _binary(F.sub, lambda xp, a, b: a - b),
-    "Mul": _binary(F.mul, lambda xp, a, b: a * b),
-    "Div": _binary(F.div, _int_div),
+    "Add": _binary(F.add, lambda xp, a, b: a + b, "add"),
+    "Sub": _binary(F.sub, lambda xp, a, b: a - b, "subtract"),
+    "Mul": _binary(F.mul, lambda xp, a, b: a * b, "multiply"),
+    "Div": _binary(F.div, _int_div, "divide"),
     "Mod": lambda n, a, b: _wrap(_xp(a).fmod(a.data, b.data) if n.a("fmod", 0) else _xp(a).mod(a.data, b.data)),
     "Pow": _pow,
     "Sqrt": lambda n, x: F.sqrt(x),
@@ -892,6 +945,10 @@ _STATIC_INPUTS = {
 }
 # ops whose output depends only on the shape of their input
 _SHAPE_ONLY = {"Shape", "Size"}
+# ops whose output is always a new array that nothing else references (safe to overwrite later)
+_FRESH = {"Conv", "ConvTranspose", "BatchNormalization", "BatchNormalization*", "Add", "Sub", "Mul", "Div",
+          "Relu", "Clip", "Sigmoid", "HardSwish", "HardSigmoid", "LeakyRelu", "Tanh", "Exp", "Gemm",
+          "MatMul", "MaxPool", "AveragePool", "GlobalAveragePool", "Erf", "Sqrt", "Pow"}
 
 
 def _argext(n, x, which):
@@ -1006,11 +1063,12 @@ def _attrs(node):
 
 class _Node:
     """One graph node: op type, name, input/output value names, attributes, opset."""
-    __slots__ = ("op", "name", "inputs", "outputs", "attrs", "opset", "module_dtype")
+    __slots__ = ("op", "name", "inputs", "outputs", "attrs", "opset", "module_dtype", "inplace")
 
     def __init__(self, op, name, inputs, outputs, attrs, opset):
         self.op, self.name, self.inputs, self.outputs = op, name, list(inputs), list(outputs)
         self.attrs, self.opset, self.module_dtype = attrs, opset, None
+        self.inplace = ()   # input positions whose arrays die at this node and may be overwritten
 
     def a(self, key, default=None):
         return self.attrs.get(key, default)
@@ -1273,7 +1331,15 @@ class OnnxModule(Module):
         for v, step in last.items():
             if v not in keep and v in self._producer and v not in static:
                 frees[step].append(v)
-        return [(self._nodes[i], frees[s]) for s, i in enumerate(order)]
+        steps = []
+        for s, i in enumerate(order):
+            node = self._nodes[i]
+            dying = set(frees[s])
+            inplace = tuple(pos for pos, v in enumerate(node.inputs)
+                            if v in dying and node.inputs.count(v) == 1
+                            and self._nodes[self._producer[v]].op in _FRESH)
+            steps.append((node, frees[s], inplace))
+        return steps
 
     def _run(self, feeds, targets):
         key = tuple((tuple(t.shape), t.dtype.str) for t in feeds.values())
@@ -1289,7 +1355,11 @@ class OnnxModule(Module):
         xp = get_array_module(first.data) if first is not None else np
         consts, attrs = self._consts, self._value_attr
         mdt = self._float_dtype()
-        for node, frees in plan:
+        # overwriting dying arrays is safe only when no graph is recorded (a recorded op may keep them)
+        inplace_ok = not is_grad_enabled() or not (any(t.requires_grad for t in feeds.values())
+                                                    or any(p.requires_grad for p in self._parameters.values()))
+        for node, frees, inplace in plan:
+            inplace = inplace if inplace_ok else ()
             args, all_static = [], True
             for v in node.inputs:
                 if v is None:
@@ -1305,7 +1375,7 @@ class OnnxModule(Module):
                     args.append(getattr(self, attrs[v]))
                     all_static = False
             all_static = all_static or node.op in _SHAPE_ONLY
-            node.module_dtype = mdt
+            node.module_dtype, node.inplace = mdt, inplace
             fn = _affine if node.op == "BatchNormalization*" else OPS[node.op]
             try:
                 if all_static:

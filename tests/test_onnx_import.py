@@ -448,7 +448,7 @@ def test_shape_chain_is_folded_and_cached_per_input_shape():
     assert len(m._static) == 2                                   # one folded set per input shape
     key = next(iter(m._static))
     plan = m._plans[(key, ("y",))][1]
-    assert [n.op for n, _ in plan] == ["Reshape", "Relu"]        # shape nodes skipped after the first call
+    assert [step[0].op for step in plan] == ["Reshape", "Relu"]        # shape nodes skipped after the first call
 
 
 # ---------------------------------------------------------------------------
