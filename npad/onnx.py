@@ -638,6 +638,26 @@ def _instance_norm(n, x, scale, bias):
     return d / F.sqrt(var + n.a("epsilon", 1e-5)) * F.reshape(scale, shape) + F.reshape(bias, shape)
 
 
+def _lrn(n, x):
+    """y = x / (bias + alpha / size * sum of x^2 over the ``size`` neighbouring channels)^beta"""
+    size = n.a("size")
+    alpha, beta, bias = n.a("alpha", 1e-4), n.a("beta", 0.75), n.a("bias", 1.0)
+    sq = x * x
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    widths = [0, 0] * (x.ndim - 2) + [lo, hi]
+    sqp = F.pad(sq, tuple(widths))
+    C = x.shape[1]
+    acc = sqp[:, 0:C]
+    for i in range(1, size):
+        acc = acc + sqp[:, i:i + C]
+    return x / F.pow(acc * (alpha / size) + bias, beta)
+
+
+def _image_scaler(n, x):
+    bias = np.asarray(n.a("bias", [0.0] * x.shape[1]), x.dtype).reshape(1, -1, *([1] * (x.ndim - 2)))
+    return x * n.a("scale", 1.0) + _wrap(_xp(x).asarray(bias))
+
+
 def _prelu(n, x, slope):
     if slope.ndim == 1 and x.ndim > 2 and slope.shape[0] == x.shape[1]:
         slope = F.reshape(slope, (1, -1) + (1,) * (x.ndim - 2))
@@ -894,6 +914,8 @@ OPS = {
     "ConvTranspose": _conv_transpose,
     "BatchNormalization": _batch_norm,
     "InstanceNormalization": _instance_norm,
+    "LRN": _lrn,
+    "ImageScaler": _image_scaler,
     "LayerNormalization": _layer_norm,
     "MaxPool": _pool("max"),
     "AveragePool": _pool("avg"),

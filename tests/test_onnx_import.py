@@ -485,3 +485,28 @@ def test_runtime_error_names_node():
                    {"s": np.array([4, -1])})
     with pytest.raises(OnnxRuntimeError, match="bad_reshape"):
         OnnxModule(m)(randn(2, 3))
+
+
+# ---------------------------------------------------------------------------
+# ops of other exporters and of the ONNX Model Zoo
+# ---------------------------------------------------------------------------
+def test_normalisations_and_misc_activations():
+    x = randn(2, 4, 5, 6)
+    check([node("LayerNormalization", ["x", "s", "b"], axis=-1, epsilon=1e-5)], {"x": x}, ["y"],
+          {"s": randn(6), "b": randn(6)}, opset=17)
+    check([node("LayerNormalization", ["x", "s"], axis=2)], {"x": x}, ["y"], {"s": randn(5, 6)}, opset=17)
+    check([node("InstanceNormalization", ["x", "s", "b"])], {"x": x}, ["y"], {"s": randn(4), "b": randn(4)})
+    check([node("PRelu", ["x", "s"])], {"x": x}, ["y"], {"s": randn(4, 1, 1)})
+    check([node("Mish", ["x"])], {"x": x}, ["y"], opset=18)
+    check([node("Gelu", ["x"])], {"x": x}, ["y"], opset=20)
+    check([node("Gelu", ["x"], approximate="tanh")], {"x": x}, ["y"], opset=20)
+    check([node("LRN", ["x"], size=3, alpha=1e-3, beta=0.75, bias=2.0)], {"x": x}, ["y"])
+    check([node("ArgMax", ["x"], axis=1, keepdims=0)], {"x": x}, ["y"])
+
+
+def test_upsample_opset9():
+    x = randn(1, 2, 3, 4)
+    check([node("Upsample", ["x", "s"], mode="nearest")], {"x": x}, ["y"],
+          {"s": np.array([1, 1, 2, 3], np.float32)}, opset=9)
+    check([node("Upsample", ["x", "s"], mode="linear")], {"x": x}, ["y"],
+          {"s": np.array([1, 1, 2, 2], np.float32)}, opset=9)
