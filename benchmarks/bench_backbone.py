@@ -121,6 +121,10 @@ def bench(name, path, x, profile=False):
     for label, t in rows:
         ratio = f"   npad / this = {rows[0][1] and t / rows[0][1]:.2f}x" if label != rows[0][0] else ""
         print(f"  {label:32s} {t * 1e3:8.1f} ms/batch {B / t:8.1f} images/s{ratio}")
+    ops = m.profile(xt)
+    total = sum(ops.values())
+    print("  npad time by op type: " + ", ".join(f"{k} {v * 1e3:.0f} ms ({100 * v / total:.0f}%)"
+                                                for k, v in list(ops.items())[:6]))
     if profile:
         pr = cProfile.Profile()
         pr.enable()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -1377,6 +1378,7 @@ class OnnxModule(Module):
         xp = get_array_module(first.data) if first is not None else np
         consts, attrs = self._consts, self._value_attr
         mdt = self._float_dtype()
+        timing = self.__dict__.get("_timing")
         # overwriting dying arrays is safe only when no graph is recorded (a recorded op may keep them)
         inplace_ok = not is_grad_enabled() or not (any(t.requires_grad for t in feeds.values())
                                                     or any(p.requires_grad for p in self._parameters.values()))
@@ -1399,6 +1401,7 @@ class OnnxModule(Module):
             all_static = all_static or node.op in _SHAPE_ONLY
             node.module_dtype, node.inplace = mdt, inplace
             fn = _affine if node.op == "BatchNormalization*" else OPS[node.op]
+            t0 = time.perf_counter() if timing is not None else 0.0
             try:
                 if all_static:
                     with no_grad():
@@ -1415,6 +1418,8 @@ class OnnxModule(Module):
                 shapes = [None if a is None else tuple(a.shape) for a in args]
                 raise OnnxRuntimeError(f"{self.source}: node {node.name!r} ({node.op}) with input shapes "
                                        f"{shapes} failed: {type(e).__name__}: {e}") from e
+            if timing is not None:
+                timing[node.op] = timing.get(node.op, 0.0) + time.perf_counter() - t0
             outs = out if isinstance(out, tuple) else (out,)
             for name, o in zip(node.outputs, outs):
                 if not name:
@@ -1447,12 +1452,28 @@ class OnnxModule(Module):
             self._plans.clear()
         return self
 
+    def profile(self, *inputs, repeat=3):
+        """Seconds per op type of one forward under no_grad (best of ``repeat`` runs), largest first."""
+        best = None
+        for _ in range(repeat):
+            object.__setattr__(self, "_timing", {})
+            try:
+                with no_grad():
+                    self(*inputs)
+                t = self._timing
+            finally:
+                self.__dict__.pop("_timing", None)
+            best = t if best is None else {k: min(v, t.get(k, v)) for k, v in best.items()}
+        return dict(sorted(best.items(), key=lambda kv: -kv[1]))
+
     def value_shapes(self, input_shape=(1, 3, 224, 224)):
         """[(value name, shape)] of every value computed for one zero input of ``input_shape``
         (in node order, after BatchNorm folding when frozen)."""
         shapes = [input_shape] if isinstance(input_shape[0], int) else list(input_shape)
         dt = self._float_dtype() or np.float32
-        xs = [Tensor(np.zeros(s, dt)) for s in shapes]
+        ref = next(iter(self._parameters.values()), None)
+        xp = get_array_module(ref.data) if ref is not None else np
+        xs = [_wrap(xp.zeros(s, dt)) for s in shapes]
         names = [o for n in self._nodes for o in n.outputs if o]
         with no_grad():
             feeds = self._feeds(xs)
