@@ -26,8 +26,10 @@ Inside a training loss (``differentiable=True``, for the attention-disentangleme
 FactorVAE, issue 11): M comes back as a Tensor in the graph, differentiable with respect to A
 and therefore the model parameters, with alpha treated as a constant. npad has no double
 backward (no ``create_graph``), so the second-order path through alpha = mean dmu/dA is
-dropped; that is the usual Grad-CAM-loss approximation. The first backward keeps the graph
-(``retain_graph``) and leaves every parameter's ``.grad`` as it was.
+dropped; that is the usual Grad-CAM-loss approximation. alpha comes from a first, detached pass
+(frozen parameters, every ``.grad`` left as it was); a second forward gives the activations in
+the caller's graph, so one ordinary ``loss.backward()`` follows (the graph of the first pass is
+gone: npad's convolution frees its saved columns on backward, so no graph is walked twice).
 
 Models (the report's appendix):
 
@@ -197,33 +199,17 @@ def _default_encode(model):
     return lambda x: model(x)[1]
 
 
-def attention_maps(model, x, layer, target="sum", activation="abs", grad_norm="image", size=None,
-                   encode=None, differentiable=False, align_corners=False):
-    """Gradient attention maps of the latent mean of ``model`` for images ``x`` (N x C x H x W).
-
-    ``layer``: the layer's name (see :func:`find_layer`). ``target``: ``"sum"`` (sum over latent
-    dimensions), an int i (dimension z_i), a list of ints or ``"each"`` (one map per dimension,
-    N x K x H x W), ``"mean"`` (the mean of the per-dimension maps). ``activation``: ``"abs"``,
-    ``"relu"`` or None (applied after upsampling, per map). ``grad_norm``: ``"image"``, ``"batch"``
-    or None (see the module docstring). ``size``: output size (default: the input's; None keeps
-    the layer's grid when ``size=False``). ``encode``: a callable x -> mu (default
-    ``model.encode(x)[0]``). ``differentiable``: return a Tensor in the graph (alpha constant) for
-    use in a loss; otherwise a NumPy/CuPy array, computed without touching any parameter.
-
-    Put the model in eval mode first (BatchNorm with batch statistics couples the images)."""
-    if not isinstance(x, Tensor):
-        x = Tensor(x)
-    encode = encode or _default_encode(model)
+def _alphas(model, x, layer, target, grad_norm, encode):
+    """Channel weights alpha (N x C per target) from the normalised gradient of the latent mean
+    at ``layer``; the layer's activations are a detached leaf, every parameter is frozen for the
+    pass (nothing but the path from the layer to mu is differentiated) and ``.grad`` is left as is."""
     params = list(model.parameters())
-    frozen = []
-    if not differentiable:   # differentiate only the path from the layer to mu
-        for p in params:
-            if p.requires_grad:
-                p.requires_grad = False
-                frozen.append(p)
+    frozen = [p for p in params if p.requires_grad]
     saved = [(p, p.grad) for p in params]
+    for p in frozen:
+        p.requires_grad = False
     try:
-        with LayerCapture(model, layer, detach=not differentiable) as cap:
+        with LayerCapture(model, layer, detach=True) as cap:
             with enable_grad():
                 mu = encode(x)
         a = cap.activation
@@ -246,14 +232,15 @@ def attention_maps(model, x, layer, target="sum", activation="abs", grad_norm="i
         for d in dims:
             if d is not None and not 0 <= d < n_lat:
                 raise IndexError(f"attention_maps: latent dimension {d} out of range for {n_lat} dimensions")
+        if not mu.requires_grad:
+            raise RuntimeError(f"attention_maps: the latent mean does not depend on layer {layer!r}")
         alphas = []
         xp = get_array_module(a.data)
         for k, d in enumerate(dims):
             a.grad = None
             score = mu.sum() if d is None else mu[:, d].sum()
-            score.backward(retain_graph=differentiable or k < len(dims) - 1)
+            score.backward(retain_graph=k < len(dims) - 1)
             g = a.grad.data if a.grad is not None else xp.zeros_like(a.data)
-            g = g.astype(numpy.float64) if g.dtype == numpy.float16 else g
             if grad_norm == "image":
                 g = g / (xp.sqrt((g * g).mean(axis=(1, 2, 3), keepdims=True)) + 1e-5)
             elif grad_norm == "batch":
@@ -267,6 +254,33 @@ def attention_maps(model, x, layer, target="sum", activation="abs", grad_norm="i
             p.requires_grad = True
         for p, g in saved:
             p.grad = g
+    return alphas, dims, single, a
+
+
+def attention_maps(model, x, layer, target="sum", activation="abs", grad_norm="image", size=None,
+                   encode=None, differentiable=False, align_corners=False):
+    """Gradient attention maps of the latent mean of ``model`` for images ``x`` (N x C x H x W).
+
+    ``layer``: the layer's name (see :func:`find_layer`). ``target``: ``"sum"`` (sum over latent
+    dimensions), an int i (dimension z_i), a list of ints or ``"each"`` (one map per dimension,
+    N x K x H x W), ``"mean"`` (the mean of the per-dimension maps). ``activation``: ``"abs"``,
+    ``"relu"`` or None (applied after upsampling, per map). ``grad_norm``: ``"image"``, ``"batch"``
+    or None (see the module docstring). ``size``: output size (None: the input's; False: the
+    layer's own grid). ``encode``: a callable x -> mu (default
+    ``model.encode(x)[0]``). ``differentiable``: return a Tensor in the graph (alpha constant) for
+    use in a loss; otherwise a NumPy/CuPy array, computed without touching any parameter.
+
+    Put the model in eval mode first (BatchNorm with batch statistics couples the images)."""
+    if not isinstance(x, Tensor):
+        x = Tensor(x)
+    encode = encode or _default_encode(model)
+    alphas, dims, single, a = _alphas(model, x, layer, target, grad_norm, encode)
+    if differentiable:   # a second forward, in the caller's graph, for the activations themselves
+        with LayerCapture(model, layer, detach=False) as cap:
+            with enable_grad():
+                encode(x)
+        a = cap.activation
+    xp = get_array_module(a.data)
     if size is None:
         size = tuple(x.shape[2:])
     if differentiable:
@@ -547,7 +561,7 @@ class VAEAttention(AnomalyModel):
 
     def fit(self, dataset, validation=None, quiet=None):
         c = self.config
-        ds = self._with_transform(dataset, train=True)
+        ds = dataset if hasattr(dataset, "shape") else self._with_transform(dataset, train=True)
         t0 = time.perf_counter()
         losses = fit_vae(self.vae, ds, c["epochs"], c["lr"], c["batch_size"], c["seed"], quiet=quiet)
         self.history = dict(loss=losses, train_seconds=time.perf_counter() - t0)
