@@ -1352,7 +1352,7 @@ class OnnxModule(Module):
         keep = set(targets)
         frees = [[] for _ in order]
         for v, step in last.items():
-            if v not in keep and v in self._producer and v not in static:
+            if v not in keep and v in self._producer and v not in static and v not in feeds:
                 frees[step].append(v)
         steps = []
         for s, i in enumerate(order):
