@@ -396,3 +396,14 @@ def test_feature_extractor_lite0(lite0_path):
     x = npad.tensor(imgs[:1], requires_grad=True)                  # gradient maps w.r.t. the image
     fx(x)[0].sum().backward()
     assert x.grad is not None and x.grad.shape == x.shape
+
+
+def test_tapped_values_are_not_overwritten_by_in_place_reuse():
+    model, taps = resnet_like()
+    m = OnnxModule(model, frozen=False)
+    bn_out = model.graph.node[1].output[0]                          # feeds a Relu that may work in place
+    with npad.no_grad():
+        (alone,) = m(npad.tensor(X32), taps=[bn_out])
+        both = m(npad.tensor(X32), taps=[bn_out, taps[1]])
+    np.testing.assert_array_equal(both[0].numpy(), alone.numpy())
+    assert (alone.numpy() < 0).any()                                # i.e. not the ReLU'd values
