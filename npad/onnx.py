@@ -1166,8 +1166,8 @@ class OnnxModule(Module):
                 unknown.append((nd.op_type if nd.domain in ("", "ai.onnx") else f"{nd.domain}::{nd.op_type}", name))
                 continue
             attrs = _attrs(nd)
-            if nd.op_type == "Constant":
-                consts[nd.output[0]] = _constant_value(attrs)
+            if nd.op_type == "Constant":   # treated as an initializer (weights written as Constant nodes train too)
+                inits[nd.output[0]] = _constant_value(attrs)
                 continue
             nodes.append(_Node(nd.op_type, name, [i or None for i in nd.input], nd.output, attrs, opset))
         if unknown:

@@ -407,3 +407,20 @@ def test_tapped_values_are_not_overwritten_by_in_place_reuse():
         both = m(npad.tensor(X32), taps=[bn_out, taps[1]])
     np.testing.assert_array_equal(both[0].numpy(), alone.numpy())
     assert (alone.numpy() < 0).any()                                # i.e. not the ReLU'd values
+
+
+def test_constant_node_weights_become_parameters():
+    w = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Constant", [], ["W"], value=numpy_helper.from_array(w)),
+                           helper.make_node("Constant", [], ["two"], value_float=2.0),
+                           helper.make_node("MatMul", ["input", "W"], ["h"]),
+                           helper.make_node("Mul", ["h", "two"], ["out"])], "c",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 4])],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    m = OnnxModule(model, frozen=False)
+    assert list(dict(m.named_parameters())) == ["W"]                 # the scalar stays a constant
+    x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
+    m(npad.tensor(x)).sum().backward()
+    np.testing.assert_allclose(m.W.grad.numpy(), 2 * x.sum(0)[:, None].repeat(3, 1), rtol=1e-5)
