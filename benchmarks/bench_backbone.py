@@ -142,7 +142,8 @@ def main():
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     print(blas_info())
-    print(f"NumPy float32 matmul: {matmul_gflops():.0f} GFLOP/s; CPUs: {os.cpu_count()}")
+    load = ", load average %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
+    print(f"NumPy float32 matmul: {matmul_gflops():.0f} GFLOP/s; CPUs: {os.cpu_count()}{load}")
     x = np.random.default_rng(0).random((args.batch, 3, args.size, args.size)).astype(np.float32)
     from npad.backbones import efficientnet_lite0_onnx
     try:
