@@ -76,10 +76,17 @@ def run_digits(args, out):
     # panel: two held-out inliers and two images of every other digit, with their maps (Fig. 4)
     pick = list(range(2)) + [len(test_in) + int(i) for d in range(10) if d != args.digit
                              for i in numpy.flatnonzero(y[test_out_idx] == d)[:2]]
-    imgs = numpy.repeat(both[pick], 3, axis=1)
-    titles = [f"digit {args.digit} (inlier)"] * 2 + [f"digit {y[test_out_idx][p - len(test_in)]}" for p in pick[2:]]
-    path = viz.save_panels(out / "digits_panels.png", imgs, maps[pick], scores=flat[pick].max(1), titles=titles,
-                           ncols=4, max_images=None)
+    big = upsample(both[pick][:, 0], 84, align_corners=False).clip(0, 1)       # 3x for display
+    shown = upsample(maps[pick], 84, align_corners=False)
+    lo, hi = shown.min(axis=(1, 2), keepdims=True), shown.max(axis=(1, 2), keepdims=True)
+    shown = (shown - lo) / numpy.maximum(hi - lo, 1e-12)                       # per image, as the authors' save_cam
+    tiles = []
+    for img, m in zip(big, shown):                                            # [input | attention map] pairs
+        rgb = numpy.repeat((img * 255).astype(numpy.uint8)[:, :, None], 3, axis=2)
+        tiles.append(numpy.concatenate([rgb, viz.apply_colormap(m, "jet", 0.0, 1.0)], axis=1))
+    path = viz.save_image(out / "digits_panels.png", viz.grid(tiles, ncols=4))
+    order = [f"{args.digit}"] * 2 + [str(int(y[test_out_idx][p - len(test_in)])) for p in pick[2:]]
+    print(f"  panel order (row-major, [input | map] pairs): {' '.join(order)}")
     print(f"  panels: {path}")
     return dict(auroc_max=auroc(labels, flat.max(1)), auroc_mean=auroc(labels, flat.mean(1)),
                 auroc_nelbo=auroc(labels, nelbo))
