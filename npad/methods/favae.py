@@ -1,0 +1,664 @@
+"""FAVAE: anomaly localization by modeling perceptual features (Dehaene and Eline, 2020,
+arXiv:2008.05369), with the vanilla gamma-VAE baseline.
+
+Model (paper Sec. 4, Appendix D):
+
+* A fully convolutional VAE for 3 x 128 x 128 inputs (``ConvVAE``): the encoder is the
+  SSIM-autoencoder layout of Bergmann et al. -- 4x4 stride-2 and 3x3 convolutions with
+  BatchNorm and LeakyReLU(0.2), widths 32, 32, 32, 64, 64, 128, 64, 32 -- ending in an 8x8
+  convolution (``input_size / 16``) to 2 x 100 values, the mean and log-variance of a
+  100-d Gaussian posterior; the decoder mirrors it with transposed convolutions and ends in
+  a sigmoid.  Width multiplier, latent size and input size are options.
+* p(x | z) = N(mu(z), gamma^2) with one global learned gamma (Dai and Wipf's gamma-VAE).
+* FAVAE (``features="pretrained"``): features f_l(x) of a frozen ImageNet backbone (VGG-16
+  conv2_2 / conv3_3 / conv4_3 before ReLU as in the paper, ResNet-18 layer1..3, or by
+  default the seven EfficientNet-Lite0 stages, tap set "favae") are reconstructed from the
+  decoder layer whose resolution matches (the paper's Table 2: the last decoder activation
+  at that stride; the nearest one, with bilinear resizing of the output, when no decoder
+  layer has the feature's stride) through an adapter of two 1x1 convolutions with a ReLU
+  between.  Each feature space has its own Gaussian p(f_l | z) = N(adapter_l(z), sigma_l^2)
+  with one learned variance per channel (Sec. 4.2).
+* Loss (Eq. 8), per image: the Gaussian negative log-likelihood in pixel space plus, for
+  every feature space, its per-position NLL summed over channels and upsampled to the image
+  size (counted as stride^2 pixels each, i.e. the map's mean times H x W), plus the KL term
+  KL(q(z|x) || N(0, I)).  Minimised with Adam over samples of z (reparametrisation); the
+  reported loss is per image pixel (nats / (H x W)).
+* ``features="random"``: the same backbone with random weights (He-normal, zero biases;
+  Fig. 3b); ``features="none"``: the vanilla gamma-VAE (pixel space only).
+  ``frozen=False`` trains the backbone jointly (the paper shows this degenerates).
+
+Scores (``_maps``, shared by validation and inference; z is the posterior mean):
+
+* anomaly map = per feature space, -log p(f_l | z) summed over channels, bilinearly
+  upsampled to the image size and summed over feature spaces (Sec. 4.2); the pixel-space
+  -log p(x | z) map (summed over RGB) is added with ``score_pixels=True`` and is the map of
+  the vanilla VAE.
+* image score ``image_score``: "sum" (the sum of the map, Sec. 4.2), "elbo" (the sum plus the
+  KL term: -ELBO, the VAE's log-likelihood bound) or "typicality" (Eq. 2 for the vanilla
+  VAE: |log p(x | z) - E_{x' ~ p(.|z)} log p(x' | z)| in pixel space, which for
+  N(mu, gamma^2) is |sum_i ((x_i - mu_i)^2 / gamma^2 - 1)| / 2).
+
+Data (Sec. 5.1): textures (``mode="texture"``; MVTec texture categories and the synthetic
+"weave") are resized to ``texture_size`` (512) and cut into random ``input_size`` patches;
+objects are resized to ``input_size`` with random rotation and translation; each epoch
+draws ``samples_per_epoch`` random samples.  Full texture images are scored by tiling:
+the ``texture_size`` image is cut into a grid of ``input_size`` tiles (overlapping where
+the size is not a multiple; overlaps averaged), every tile goes through the VAE as during
+training, and the maps are stitched at each layer's resolution (the fully convolutional
+alternative would give the decoder a grid of latents whose outputs overlap, a situation
+it never saw in training).
+
+Reported (paper Table 3, MVTec AD mean, VGG-16 features): 0.953 pixel AUROC, 0.879 image
+AUROC; vanilla VAE 0.823 / 0.775.
+"""
+import math
+import time
+
+import numpy
+
+from .. import functional as F
+from ..backend import get_array_module, to_cpu
+from ..data import DataLoader, MVTEC_TEXTURES
+from ..data import transforms as T
+from ..maps import upsample
+from ..nn import (BatchNorm2d, Conv2d, ConvTranspose2d, LeakyReLU, Module, ModuleList, Parameter, ReLU,
+                  Sequential)
+from ..optim import Adam
+from ..progress import progress
+from ..tensor import Tensor, no_grad
+from .base import AnomalyModel
+
+LOG_2PI = math.log(2 * math.pi)
+TEXTURES = tuple(MVTEC_TEXTURES) + ("weave",)
+
+
+# ---------------------------------------------------------------------------
+# the VAE of Appendix D
+# ---------------------------------------------------------------------------
+def _block(conv, channels, slope=0.2, bn=True):
+    return [conv, BatchNorm2d(channels), LeakyReLU(slope)] if bn else [conv, LeakyReLU(slope)]
+
+
+def _he_init(module, slope, seed=0):
+    """He-normal weights for LeakyReLU(slope) and zero biases (the signal keeps its scale through
+    the unnormalised network; PyTorch's default initialisation shrinks it layer by layer)."""
+    rng = numpy.random.default_rng(seed)
+    gain2 = 2.0 / (1 + slope ** 2)
+    for m in module.modules():
+        if isinstance(m, (Conv2d, ConvTranspose2d)):
+            w = m.weight.data
+            if isinstance(m, ConvTranspose2d):   # inputs reaching one output: C_in k^2 / stride^2
+                fan_in = w.shape[0] * w.shape[2] * w.shape[3] / (m.stride[0] * m.stride[1])
+            else:
+                fan_in = w.shape[1] * w.shape[2] * w.shape[3]
+            w[...] = (rng.standard_normal(w.shape) * math.sqrt(gain2 / fan_in)).astype(w.dtype)
+            if m.bias is not None:
+                m.bias.data[...] = 0
+
+
+class ConvVAE(Module):
+    """Fully convolutional VAE (Appendix D): ``forward(x)`` -> (mu, logvar) of q(z|x);
+    ``decode(z)`` -> (x_hat in [0, 1], {stride: last decoder activation at that stride}).
+
+    The latent is ``latent`` x 1 x 1 for ``input_size`` inputs (a grid for larger ones)."""
+
+    def __init__(self, input_size=128, latent=100, width=1.0, in_channels=3, slope=0.2, batch_norm=True):
+        super().__init__()
+        if input_size % 16 or input_size < 16:
+            raise ValueError(f"ConvVAE: input_size must be a multiple of 16, got {input_size}")
+        k = input_size // 16
+        c = [max(1, int(round(v * width))) for v in (32, 32, 32, 64, 64, 128, 64, 32)]
+        self.input_size, self.latent, self.width = input_size, latent, width
+        bn = bool(batch_norm)
+        enc = []
+        enc += _block(Conv2d(in_channels, c[0], 4, 2, 1), c[0], slope, bn)      # /2
+        enc += _block(Conv2d(c[0], c[1], 4, 2, 1), c[1], slope, bn)             # /4
+        enc += _block(Conv2d(c[1], c[2], 3, 1, 1), c[2], slope, bn)
+        enc += _block(Conv2d(c[2], c[3], 4, 2, 1), c[3], slope, bn)             # /8
+        enc += _block(Conv2d(c[3], c[4], 3, 1, 1), c[4], slope, bn)
+        enc += _block(Conv2d(c[4], c[5], 4, 2, 1), c[5], slope, bn)             # /16
+        enc += _block(Conv2d(c[5], c[6], 3, 1, 1), c[6], slope, bn)
+        enc += _block(Conv2d(c[6], c[7], 3, 1, 1), c[7], slope, bn)
+        enc += [Conv2d(c[7], 2 * latent, k)]                                 # 1 x 1
+        self.encoder = Sequential(*enc)
+        # decoder stages; the output of stage i is the last activation at stride strides[i]
+        self.stages = ModuleList([
+            Sequential(*_block(ConvTranspose2d(latent, c[7], k), c[7], slope, bn),
+                       *_block(Conv2d(c[7], c[6], 3, 1, 1), c[6], slope, bn),
+                       *_block(Conv2d(c[6], c[5], 3, 1, 1), c[5], slope, bn)),          # /16
+            Sequential(*_block(ConvTranspose2d(c[5], c[4], 4, 2, 1), c[4], slope, bn),
+                       *_block(Conv2d(c[4], c[3], 3, 1, 1), c[3], slope, bn)),          # /8
+            Sequential(*_block(ConvTranspose2d(c[3], c[2], 4, 2, 1), c[2], slope, bn),
+                       *_block(Conv2d(c[2], c[1], 3, 1, 1), c[1], slope, bn)),          # /4
+            Sequential(*_block(ConvTranspose2d(c[1], c[0], 4, 2, 1), c[0], slope, bn)),  # /2
+        ])
+        self.head = ConvTranspose2d(c[0], in_channels, 4, 2, 1)                    # /1
+        self.strides = [16, 8, 4, 2]
+        self.tap_channels = [c[5], c[3], c[1], c[0]]
+        if not bn:
+            _he_init(self, slope)
+
+
+    def forward(self, x):
+        h = self.encoder(x)
+        return h[:, :self.latent], h[:, self.latent:]
+
+    @no_grad()
+    def data_init(self, x, seed=0):
+        """Layer-sequential unit-variance start for the network without BatchNorm: every
+        convolution is rescaled so that its output has unit standard deviation on the batch
+        ``x`` (on small inputs zero padding otherwise shrinks the signal layer by layer); the
+        posterior mean and log-variance start at std 1 and 0.1, the decoder sees z ~ N(0, I) and
+        its output starts near 0.5 (pre-sigmoid std 0.1)."""
+        def run(layers, h, last_std=1.0):
+            convs = [i for i, m in enumerate(layers) if isinstance(m, (Conv2d, ConvTranspose2d))]
+            for i, layer in enumerate(layers):
+                out = layer(h)
+                if i in convs:
+                    target = last_std if i == convs[-1] else 1.0
+                    b = 0.0 if layer.bias is None else layer.bias.data.reshape(1, -1, 1, 1)
+                    sd = float((out.data - b).std()) + 1e-8
+                    layer.weight.data[...] *= target / sd
+                    out = layer(h)
+                h = out
+            return h
+        layers = list(self.encoder)
+        h = run(layers[:-1], x)
+        last = layers[-1]
+        out = last(h).data
+        sd_mu = float(out[:, :self.latent].std()) + 1e-8
+        sd_lv = float(out[:, self.latent:].std()) + 1e-8
+        last.weight.data[:self.latent] *= 1.0 / sd_mu
+        last.weight.data[self.latent:] *= 0.1 / sd_lv
+        rng = numpy.random.default_rng(seed)
+        xp = get_array_module(x.data)
+        z = Tensor(xp.asarray(rng.standard_normal(last(h).shape[:1] + (self.latent,) + tuple(out.shape[2:])),
+                              dtype=x.data.dtype))
+        h = z
+        for stage in self.stages:
+            h = run(list(stage), h)
+        run([self.head], h, last_std=0.1)
+
+    def decode(self, z):
+        taps = {}
+        h = z
+        for s, stage in zip(self.strides, self.stages):
+            h = stage(h)
+            taps[s] = h
+        return F.sigmoid(self.head(h)), taps
+
+
+class Adapter(Module):
+    """Two 1x1 convolutions with a ReLU between: decoder activation -> feature prediction,
+    bilinearly resized to the feature's resolution when the strides differ."""
+
+    def __init__(self, in_channels, out_channels, hidden=None):
+        super().__init__()
+        hidden = hidden or out_channels
+        self.net = Sequential(Conv2d(in_channels, hidden, 1), ReLU(), Conv2d(hidden, out_channels, 1))
+
+    def forward(self, h, size=None):
+        y = self.net(h)
+        if size is not None and tuple(y.shape[-2:]) != tuple(size):
+            y = F.interpolate(y, size=tuple(size), mode="bilinear", align_corners=False)
+        return y
+
+
+def gaussian_nll_map(target, mean, logvar):
+    """-log N(target; mean, exp(logvar)) summed over channels: B x h x w.
+    ``logvar`` is a Tensor broadcastable to B x C x h x w (a global scalar or one per channel)."""
+    err = F.square(target - mean)
+    nll = 0.5 * (err * F.exp(-logvar) + logvar + LOG_2PI)
+    return F.sum(nll, 1)
+
+
+def kl_per_image(mu, logvar):
+    """KL(N(mu, e^logvar) || N(0, I)) per image: B (summed over latent channels and positions)."""
+    kl = -0.5 * (1 + logvar - F.square(mu) - F.exp(logvar))
+    return F.sum(F.reshape(kl, kl.shape[0], -1), 1)
+
+
+def _random_reinit(module, seed):
+    """He-normal weights and zero biases for every parameter of ``module`` (random features)."""
+    rng = numpy.random.default_rng(seed)
+    for name, p in module.named_parameters():
+        xp = get_array_module(p.data)
+        if p.data.ndim >= 2:
+            fan_in = int(numpy.prod(p.data.shape[1:]))
+            w = rng.standard_normal(p.data.shape) * math.sqrt(2.0 / max(fan_in, 1))
+        else:
+            w = numpy.zeros(p.data.shape)
+        p.data[...] = xp.asarray(w, dtype=p.data.dtype)
+
+
+class _RandomShift(T.Transform):
+    """Translate image and mask by up to ``fraction`` of the size in each direction (edge padding)."""
+
+    def __init__(self, fraction=0.05, seed=0):
+        super().__init__(seed)
+        self.fraction = fraction
+
+    def __call__(self, image, mask=None, rng=None):
+        rng = self._gen(rng)
+        H, W = image.shape[1:]
+        m = int(round(self.fraction * min(H, W)))
+        if m <= 0:
+            return image, mask
+        dy, dx = (int(v) for v in rng.integers(-m, m + 1, size=2))
+
+        def shift(a, mode):
+            p = numpy.pad(a, ((0, 0), (m, m), (m, m)), mode=mode)
+            return p[:, m - dy:m - dy + H, m - dx:m - dx + W]
+        return shift(image, "edge"), None if mask is None else shift(mask, "constant")
+
+
+class _Resampled:
+    """``n`` samples drawn with replacement from ``dataset`` per epoch, each with its own
+    random transform (a fixed number of training samples per epoch, Sec. 5.1)."""
+
+    def __init__(self, dataset, n):
+        self.dataset, self.n = dataset, int(n)
+        self.strict = getattr(dataset, "strict", False)
+
+    def __len__(self):
+        return self.n
+
+    def get(self, k, rng):
+        i = int(rng.integers(len(self.dataset)))
+        get = getattr(self.dataset, "get", None)
+        item = get(i, rng) if get is not None else self.dataset[i]
+        return {"image": item["image"]}
+
+
+def _tile_starts(n, tile):
+    """Start offsets of tiles of ``tile`` covering ``n`` (evenly spread; overlapping when needed)."""
+    if n <= tile:
+        return [0]
+    k = math.ceil(n / tile)
+    return sorted({int(round(v)) for v in numpy.linspace(0, n - tile, k)})
+
+
+class FeatureHead(Module):
+    """Adapter of one feature space and its per-channel log-variance (Sec. 4.2)."""
+
+    def __init__(self, in_channels, channels, stride, tap_stride):
+        super().__init__()
+        self.adapter = Adapter(in_channels, channels)
+        self.logvar = Parameter(numpy.zeros((1, channels, 1, 1), numpy.float32))
+        self.stride, self.tap_stride = int(stride), int(tap_stride)
+
+
+class FAVAENet(Module):
+    """The trainable part: the VAE, the pixel-space log gamma^2 and one FeatureHead per feature space."""
+
+    def __init__(self, input_size, latent, width, feature_channels=(), feature_strides=(), batch_norm=True):
+        super().__init__()
+        self.vae = ConvVAE(input_size, latent, width, batch_norm=batch_norm)
+        self.logvar_px = Parameter(numpy.zeros((1, 1, 1, 1), numpy.float32))
+        heads = []
+        for ch, s in zip(feature_channels, feature_strides):
+            # the decoder layer of matching resolution (Table 2), else the nearest one in log-stride
+            tap = min(self.vae.strides, key=lambda t: (abs(math.log2(t) - math.log2(s)), t))
+            heads.append(FeatureHead(self.vae.tap_channels[self.vae.strides.index(tap)], ch, s, tap))
+        self.heads = ModuleList(heads)
+
+    def forward(self, x, sample=True, rng=None):
+        """(mu, logvar, x_hat, taps) for images x (Tensor B x 3 x H x W)."""
+        mu, logvar = self.vae(x)
+        z = mu
+        if sample:
+            xp = get_array_module(mu.data)
+            eps = (rng or numpy.random.default_rng()).standard_normal(mu.shape).astype(numpy.float32)
+            z = mu + F.exp(0.5 * logvar) * Tensor(xp.asarray(eps))
+        x_hat, taps = self.vae.decode(z)
+        return mu, logvar, x_hat, taps
+
+    def feature_maps(self, taps, feats):
+        """-log p(f_l | z) summed over channels, per feature space: list of B x h_l x w_l Tensors."""
+        return [gaussian_nll_map(f, head.adapter(taps[head.tap_stride], f.shape[-2:]), head.logvar)
+                for head, f in zip(self.heads, feats)]
+
+
+class FAVAE(AnomalyModel):
+    """Feature-augmented VAE (``features="pretrained"``), the same with a random backbone
+    (``"random"``) or the vanilla gamma-VAE (``"none"``).
+
+    >>> model = FAVAE(quick=True).fit(train_dataset)            # doctest: +SKIP
+    >>> scores, maps = model.predict(test_images)              # doctest: +SKIP
+    >>> model.save("favae.h5"); FAVAE.load("favae.h5")         # doctest: +SKIP
+    """
+
+    method = "favae"
+    defaults = dict(
+        features="pretrained",           # "pretrained" | "random" | "none" (vanilla gamma-VAE)
+        backbone="efficientnet_lite0",   # a name in npad.backbones (vgg16 / resnet18 for the paper's)
+        onnx_path=None,                  # the backbone's ONNX file when it is not built in
+        taps="favae",                    # tap set of the backbone or a list of value names
+        frozen=True,                     # False: train the backbone jointly
+        mode="auto",                     # "texture" | "object" | "auto" (from the category name)
+        input_size=128,                  # VAE input (patch) size
+        texture_size=512,                # textures are resized to this, then cut into patches
+        rotation=10.0,                   # objects: degrees of random rotation
+        translation=0.05,                # objects: random shift, fraction of the size
+        latent=100,
+        width=1.0,                       # channel multiplier of the VAE
+        batch_norm=True,                 # BatchNorm after each hidden convolution (Appendix D)
+        lr=5e-4,
+        variance_lr=1e-2,                # Adam lr of the log-variances (pixel gamma, feature sigmas)
+        gamma_init=None,                 # initial pixel-space gamma (None: the first batch's std)
+        epochs=100,
+        samples_per_epoch=1000,          # random training samples per epoch
+        batch_size=32,
+        score_pixels=None,               # add the pixel NLL to the map (default: only for features="none")
+        image_score="sum",               # "sum" (of the map) | "elbo" (sum + KL) | "typicality" (Eq. 2)
+        seed=0,
+        quick=False,
+    )
+
+    def quick_overrides(self):
+        return dict(epochs=12, samples_per_epoch=200, batch_size=16, lr=2e-3, input_size=64, texture_size=256)
+
+    def __init__(self, **config):
+        super().__init__(**config)
+        c = self.config
+        if c["features"] not in ("pretrained", "random", "none"):
+            raise ValueError(f"FAVAE: features must be 'pretrained', 'random' or 'none', got {c['features']!r}")
+        if c["mode"] not in ("auto", "texture", "object"):
+            raise ValueError(f"FAVAE: mode must be 'auto', 'texture' or 'object', got {c['mode']!r}")
+        if c["image_score"] not in ("sum", "elbo", "typicality"):
+            raise ValueError(f"FAVAE: image_score must be 'sum', 'elbo' or 'typicality', got {c['image_score']!r}")
+        self.encoder = None
+        if c["features"] != "none":
+            from ..features import FeatureExtractor
+            self.encoder = FeatureExtractor(c["backbone"], taps=c["taps"], onnx_path=c["onnx_path"],
+                                            frozen=c["frozen"] and c["features"] == "pretrained")
+            if c["features"] == "random":
+                _random_reinit(self.encoder, c["seed"] + 1)
+                self.encoder.requires_grad_(not c["frozen"])
+            self.encoder.eval()
+        ch = self.encoder.channels if self.encoder else []
+        st = self.encoder.strides if self.encoder else []
+        self.net = FAVAENet(c["input_size"], c["latent"], c["width"], ch, st, c["batch_norm"])
+        self.net.eval()
+
+    # ---- data ------------------------------------------------------------------
+    def _is_texture(self):
+        return self.config["mode"] == "texture"
+
+    def _resolve_mode(self, dataset):
+        if self.config["mode"] == "auto":
+            cat = str(getattr(dataset, "category", "") or "").lower()
+            self.config["mode"] = "texture" if cat in TEXTURES else "object"
+        return self.config["mode"]
+
+    def eval_transform(self):
+        c = self.config
+        return T.Resize(c["texture_size"] if self._is_texture() else c["input_size"])
+
+    def train_transform(self):
+        c = self.config
+        if self._is_texture():
+            return T.Compose([T.Resize(c["texture_size"]), T.RandomCrop(c["input_size"])], seed=c["seed"])
+        return T.Compose([T.Resize(c["input_size"]), T.RandomRotation(c["rotation"], padding_mode="reflect"),
+                          _RandomShift(c["translation"])], seed=c["seed"])
+
+    def _features(self, x):
+        """Target features (list of Tensors), without gradient unless the backbone trains."""
+        if self.encoder is None:
+            return []
+        if self.config["frozen"]:
+            with no_grad():
+                return [Tensor(f.data) for f in self.encoder(x)]
+        return self.encoder(x)
+
+    def _init_variances(self, x, feats):
+        """Data-dependent start of the log-variances: the variance of the first batch (per
+        channel in feature spaces), i.e. the error of a constant reconstruction."""
+        xp = get_array_module(x.data)
+        if not self.config["batch_norm"]:
+            self.net.vae.data_init(x, self.config["seed"])
+        g = self.config["gamma_init"]
+        v = x.data.var() if g is None else float(g) ** 2
+        self.net.logvar_px.data[...] = xp.log(xp.maximum(v, 1e-8))
+        for head, f in zip(self.net.heads, feats):
+            v = f.data.var(axis=(0, 2, 3)).reshape(1, -1, 1, 1)
+            head.logvar.data[...] = xp.log(xp.maximum(v, 1e-6)).astype(head.logvar.data.dtype)
+
+    # ---- the loss of Eq. 8 --------------------------------------------------------
+    def loss(self, images, rng=None, sample=True):
+        """Mean over the batch of Eq. 8 per image, divided by H x W; returns (loss Tensor, parts dict)."""
+        x = images if isinstance(images, Tensor) else Tensor(numpy.asarray(images, numpy.float32))
+        B, _, H, W = x.shape
+        feats = self._features(x)
+        mu, logvar, x_hat, taps = self.net(x, sample=sample, rng=rng)
+        px = F.sum(F.reshape(gaussian_nll_map(x, x_hat, self.net.logvar_px), B, -1), 1)       # B
+        total = px
+        parts = {"pixel": float(px.data.mean()) / (H * W)}
+        for i, m in enumerate(self.net.feature_maps(taps, feats)):
+            fl = F.mean(F.reshape(m, B, -1), 1) * float(H * W)                                # upsampled sum
+            total = total + fl
+            parts[f"feature_{i}"] = float(fl.data.mean()) / (H * W)
+        kl = kl_per_image(mu, logvar)
+        parts["kl"] = float(kl.data.mean()) / (H * W)
+        return F.mean(total + kl) / float(H * W), parts
+
+    # ---- training ------------------------------------------------------------------
+    def _trainable(self):
+        params = list(self.net.parameters())
+        var = [self.net.logvar_px] + [h.logvar for h in self.net.heads]
+        ids = {id(p) for p in var}
+        rest = [p for p in params if id(p) not in ids]
+        if self.encoder is not None and not self.config["frozen"]:
+            rest += [p for p in self.encoder.parameters() if p.requires_grad]
+        return [{"params": rest}, {"params": var, "lr": self.config["variance_lr"]}]
+
+    def fit(self, dataset, validation=None, quiet=None):
+        """Train on normal images (a dataset; the method's transform is used when it has none).
+        With ``validation`` (a labelled dataset), stores its F1-max threshold."""
+        c = self.config
+        self._resolve_mode(dataset)
+        ds = self._with_transform(dataset, train=True)
+        loader = DataLoader(_Resampled(ds, c["samples_per_epoch"]), batch_size=c["batch_size"], drop_last=True,
+                            seed=c["seed"], prefetch=2)
+        opt = Adam(self._trainable(), lr=c["lr"])
+        from ..optim import CosineAnnealingLR
+        sched = CosineAnnealingLR(opt, T_max=max(c["epochs"] * len(loader), 1), eta_min=c["lr"] * 0.05)
+        rng = numpy.random.default_rng(c["seed"])
+        self.net.train()
+        if self.encoder is not None and not c["frozen"]:
+            self.encoder.train()
+        t0, losses, n_seen, first = time.perf_counter(), [], 0, True
+        bar = progress(range(c["epochs"]), desc="FAVAE epochs", unit="epoch", quiet=quiet)
+        for epoch in bar:
+            tot, n = 0.0, 0
+            for batch in loader:
+                x = Tensor(batch["image"])
+                if first:
+                    self._init_variances(x, self._features(x))
+                    first = False
+                loss, _ = self.loss(x, rng)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                tot += loss.item() * len(batch["image"])
+                n += len(batch["image"])
+            n_seen += n
+            losses.append(tot / max(n, 1))
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{losses[-1]:.3f}", gamma=f"{self.gamma:.4f}")
+        seconds = time.perf_counter() - t0
+        self.history = dict(loss=losses, train_seconds=seconds, images_per_s=n_seen / max(seconds, 1e-9),
+                            gamma=self.gamma)
+        self.net.eval()
+        if self.encoder is not None:
+            self.encoder.eval()
+        self.stats = {"gamma": numpy.float64(self.gamma)}
+        if validation is not None:
+            self.calibrate(validation)
+        return self
+
+    @property
+    def gamma(self):
+        """The learned pixel-space standard deviation of p(x | z)."""
+        return float(numpy.exp(0.5 * float(to_cpu(self.net.logvar_px.data).ravel()[0])))
+
+    def feature_sigmas(self):
+        """Learned standard deviations per channel of each feature space (list of arrays)."""
+        return [numpy.exp(0.5 * to_cpu(h.logvar.data).ravel()) for h in self.net.heads]
+
+    # ---- scoring (shared by validation and inference) ----------------------------------
+    def _score_at_input(self, x):
+        """Per-image statistics of a batch of input_size images (Tensor): dict of arrays with the
+        input_size anomaly map ('map'), pixel NLL, its typicality term, feature NLL and KL."""
+        c = self.config
+        B, _, H, W = x.shape
+        feats = self._features(x)
+        mu, logvar, x_hat, taps = self.net(x, sample=False)
+        px = gaussian_nll_map(x, x_hat, self.net.logvar_px).data                               # B x H x W
+        xp = get_array_module(px)
+        err = ((x.data - x_hat.data) ** 2).sum(axis=1) * xp.exp(-self.net.logvar_px.data[0, 0])  # B x H x W
+        use_px = (c["features"] == "none") if c["score_pixels"] is None else bool(c["score_pixels"])
+        total = px if use_px or not feats else 0.0
+        fsum = xp.zeros(B, px.dtype)
+        for m in self.net.feature_maps(taps, feats):
+            fsum = fsum + m.data.reshape(B, -1).mean(axis=1) * (H * W)
+            total = total + upsample(m.data, (H, W), align_corners=False)
+        kl = kl_per_image(mu, logvar).data
+        d = x.shape[1] * H * W
+        return {"map": total.astype(numpy.float32), "px_nll": px.reshape(B, -1).sum(axis=1),
+                "px_typ": 0.5 * (err.reshape(B, -1).sum(axis=1) - d), "feat_nll": fsum, "kl": kl}
+
+    @no_grad()
+    def _score(self, images):
+        """Raw statistics of N x 3 x H x W images in [0, 1]: the anomaly map at H x W and
+        per-image scalars.  Textures are tiled into input_size patches; other sizes of object
+        images are resized to input_size and their maps resized back."""
+        s = self.config["input_size"]
+        x = numpy.asarray(images, numpy.float32)
+        N, _, H, W = x.shape
+        if (H, W) == (s, s):
+            out = self._score_at_input(Tensor(x))
+        elif not self._is_texture():
+            with no_grad():
+                xs = F.interpolate(Tensor(x), size=(s, s), mode="bilinear", align_corners=False)
+            out = self._score_at_input(xs)
+            out["map"] = upsample(out["map"], (H, W), align_corners=False) * (s * s) / (H * W)
+        else:
+            acc = count = None
+            out = {}
+            for ty in _tile_starts(H, s):
+                for tx in _tile_starts(W, s):
+                    o = self._score_at_input(Tensor(numpy.ascontiguousarray(x[:, :, ty:ty + s, tx:tx + s])))
+                    if acc is None:
+                        xp = get_array_module(o["map"])
+                        acc, count = xp.zeros((N, H, W), numpy.float32), xp.zeros((1, H, W), numpy.float32)
+                    acc[:, ty:ty + s, tx:tx + s] += o.pop("map")
+                    count[:, ty:ty + s, tx:tx + s] += 1
+                    for k, v in o.items():
+                        out[k] = out.get(k, 0) + v
+            out["map"] = acc / count
+        return {k: numpy.asarray(to_cpu(v)) for k, v in out.items()}
+
+    def _maps(self, stats, reference=None):
+        """(scores N, anomaly maps N x H x W); maps are absolute -log p (no normalisation)."""
+        maps = stats["map"]
+        kind = self.config["image_score"]
+        if kind == "typicality":
+            scores = numpy.abs(stats["px_typ"])
+        else:
+            scores = maps.reshape(len(maps), -1).astype(numpy.float64).sum(axis=1)
+            if kind == "elbo":
+                scores = scores + stats["kl"]
+        return scores, maps
+
+    def image_scores(self, images, batch_size=None):
+        """All image scores at once: dict of N-arrays 'sum' (of the map), 'elbo', 'typicality',
+        'pixel_nll' (-log p(x|z)), 'feature_nll' (sum over feature spaces) and 'kl'."""
+        stats = self._collect(images, batch_size or self.config["batch_size"])
+        total = stats["map"].reshape(len(stats["map"]), -1).astype(numpy.float64).sum(axis=1)
+        return {"sum": total, "elbo": total + stats["kl"], "typicality": numpy.abs(stats["px_typ"]),
+                "pixel_nll": stats["px_nll"], "feature_nll": stats["feat_nll"], "kl": stats["kl"]}
+
+    # ---- persistence ----------------------------------------------------------------------
+    def state_dict(self):
+        state = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        if self.encoder is not None and not self.config["frozen"]:
+            state.update({f"backbone.{k}": v for k, v in self.encoder.state_dict().items()})
+        return state
+
+    def load_state_dict(self, state):
+        self.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
+        bb = {k[9:]: v for k, v in state.items() if k.startswith("backbone.")}
+        if bb and self.encoder is not None:
+            self.encoder.load_state_dict(bb)
+        self.net.eval()
+        if self.encoder is not None:
+            self.encoder.eval()
+
+
+# ---------------------------------------------------------------------------
+# the toy experiment of Appendix A
+# ---------------------------------------------------------------------------
+TOY_SIGMA_N, TOY_SIGMA_A, TOY_PSI = 0.0285, 0.0570, 5
+
+
+def toy_samples(kind, n, size=128, seed=0, sigma_n=TOY_SIGMA_N, sigma_a=TOY_SIGMA_A, psi=TOY_PSI):
+    """``n`` grey toy images (n x 3 x size x size, the grey level repeated in RGB) of Appendix A.
+
+    Our reading of the three distributions (the exact definitions were not available):
+
+    * ``"normal"``: a uniform grey level g ~ U(0.2, 0.8) plus white noise N(0, sigma_n^2);
+    * ``"anomaly"``: horizontal stripes of period ``psi`` -- one row in ``psi`` raised by
+      sigma_a, the pattern centred on g -- plus a smaller white noise N(0, (sigma_n / 2)^2).
+      Its pixels deviate from g by less than sigma_n on average (RMS 0.027 vs 0.0285), so a
+      Gaussian decoder with gamma = sigma_n finds it *more* likely than normal samples;
+    * ``"shuffled"``: an anomaly with its pixels randomly permuted (same pixel values, no
+      structure: a human sees noise).
+    """
+    rng = numpy.random.default_rng(seed)
+    g = rng.uniform(0.2, 0.8, size=(n, 1, 1, 1))
+    if kind == "normal":
+        x = g + sigma_n * rng.standard_normal((n, 1, size, size))
+    elif kind in ("anomaly", "shuffled"):
+        rows = (numpy.arange(size) % psi == 0).astype(numpy.float64)
+        phase = rng.integers(0, psi, size=n)
+        stripes = numpy.stack([numpy.roll(rows, int(p)) for p in phase])              # n x size
+        stripes = sigma_a * (stripes - stripes.mean(axis=1, keepdims=True))
+        x = g + stripes[:, None, :, None] + 0.5 * sigma_n * rng.standard_normal((n, 1, size, size))
+        if kind == "shuffled":
+            flat = x.reshape(n, -1)
+            x = numpy.stack([f[rng.permutation(f.size)] for f in flat]).reshape(x.shape)
+    else:
+        raise ValueError(f"toy_samples: kind must be 'normal', 'anomaly' or 'shuffled', got {kind!r}")
+    return numpy.repeat(numpy.clip(x, 0, 1), 3, axis=1).astype(numpy.float32)
+
+
+class ToyDataset:
+    """Normal toy samples drawn afresh for every request (an endless training set):
+    ``len`` is nominal; ``get(i, rng)`` returns a new sample from ``rng``."""
+
+    transform = None
+    category = "toy"
+
+    def __init__(self, size=128, n=1000, seed=0, kind="normal"):
+        self.size, self.n, self.seed, self.kind = size, n, seed, kind
+        self.transform = _Identity()
+
+    def __len__(self):
+        return self.n
+
+    def get(self, i, rng=None):
+        seed = int(rng.integers(2 ** 31)) if rng is not None else self.seed * 100003 + i
+        return {"image": toy_samples(self.kind, 1, self.size, seed)[0], "label": 0}
+
+    def __getitem__(self, i):
+        return self.get(i)
+
+
+class _Identity(T.Transform):
+    def __init__(self):
+        super().__init__(None)
+
+    def __call__(self, image, mask=None, rng=None):
+        return image, mask
