@@ -244,3 +244,19 @@ def test_method_predict_save_load(tmp_path):
     s2, m2 = again.predict(imgs)
     np.testing.assert_allclose(m2, maps, rtol=1e-5, atol=1e-6)
     assert best_iou(maps > np.median(maps), maps)[0] == pytest.approx(1.0)
+
+
+def test_trunk_vae_on_the_imported_backbone():
+    """The MVTec VAE on EfficientNet-Lite0 (skipped when the backbone cannot be built offline):
+    the trunk output by module path and by ONNX value name give the same map; an inner value works."""
+    from npad.methods.vae_attention import TrunkVAE
+    try:
+        model = TrunkVAE(latent=4, size=64, frozen=True, hidden=16, width=2).eval()
+    except Exception as e:  # noqa: BLE001  (no ONNX / no checkpoint here)
+        pytest.skip(f"EfficientNet-Lite0 unavailable: {e}")
+    x = np.random.default_rng(6).random((2, 3, 64, 64)).astype(np.float32)
+    by_module = attention_maps(model, x, "trunk")
+    np.testing.assert_allclose(attention_maps(model, x, "stage7"), by_module, rtol=1e-4, atol=1e-6)
+    inner = attention_maps(model, x, "trunk.fx.model:stage6", target=[0, 3])
+    assert inner.shape == (2, 2, 64, 64) and np.isfinite(inner).all() and inner.max() > 0
+    assert not [p for p in model.parameters() if p.grad is not None]
