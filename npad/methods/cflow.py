@@ -88,7 +88,8 @@ class CFlow(AnomalyModel):
 
     def train_transform(self):
         c = self.config
-        return T.Compose([T.Resize(c["input_size"]), T.RandomRotation(c["rotation"])], seed=c["seed"])
+        rotate = T.RandomRotation(c["rotation"], padding_mode="reflect")   # no black corners: borders stay texture
+        return T.Compose([self.eval_transform(), rotate], seed=c["seed"])
 
     # ---- fibers ----------------------------------------------------------------
     def _position(self, h, w, xp):
