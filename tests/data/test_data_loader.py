@@ -110,13 +110,26 @@ def test_collate_shape_mismatch_names_paths():
 
 
 def test_prefetch_overlaps_work():
-    """Prefetching hides loading time behind the consumer's work."""
-    ds = ArrayDataset(8, delay=0.03)
+    """With prefetch the next batch is loaded while the consumer still holds the current one;
+    without it, nothing is loaded until the consumer asks (event order, no timing)."""
+    import threading
 
-    def run(prefetch):
-        t = time.perf_counter()
-        for _ in DataLoader(ds, batch_size=1, prefetch=prefetch):
-            time.sleep(0.03)  # "model"
-        return time.perf_counter() - t
+    class Watched(ArrayDataset):
+        def __init__(self):
+            super().__init__(4)
+            self.loaded = [threading.Event() for _ in range(4)]
 
-    assert run(2) < 0.85 * run(0)  # ideal ratio ~0.53 (sleeps need no CPU, so this holds on busy machines)
+        def get(self, i, rng=None):
+            out = super().get(i, rng)
+            self.loaded[i].set()
+            return out
+
+    ds = Watched()
+    it = iter(DataLoader(ds, batch_size=1, prefetch=2))
+    next(it)
+    assert ds.loaded[1].wait(timeout=30), "prefetch thread did not load batch 1 while batch 0 was in use"
+    list(it)
+    ds = Watched()
+    it = iter(DataLoader(ds, batch_size=1, prefetch=0))
+    next(it)
+    assert not ds.loaded[1].is_set()
