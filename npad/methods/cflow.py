@@ -183,14 +183,15 @@ class CFlow(AnomalyModel):
         for i in range(len(self.decoders)):
             logp = stats[f"logp_{i}"]
             top = reference[f"logp_max_{i}"] if reference else logp.max()
-            total = total + upsample(numpy.exp(logp - top).astype(numpy.float32), size, align_corners=True)
+            # float64: anomalous regions have exp(...) ~ 1e-9 or less, which float32 would round into ties
+            total = total + upsample(numpy.exp(logp - top), size, align_corners=True)
         return total
 
     def _maps(self, stats, reference=None):
         """(scores N, anomaly maps N x H x W): map = max - likelihood, score = max of the map."""
         prob = self._likelihood(stats, reference)
         top = reference["prob_max"] if reference else prob.max()
-        maps = (top - prob).astype(numpy.float32)
+        maps = top - prob                                                          # N x H x W, float64
         return maps.reshape(maps.shape[0], -1).max(axis=1), maps
 
     # ---- persistence ----------------------------------------------------------------------
