@@ -25,4 +25,5 @@ setup(
         "test": ["pytest>=7.0", "onnxruntime>=1.15", "hypothesis>=6.0", "threadpoolctl>=3.0"],
         "plot": ["matplotlib>=3.6"],
     },
+    entry_points={"console_scripts": ["npad=npad.cli:main"]},
 )

@@ -1,6 +1,7 @@
 """Shared fixtures: every backend test runs on NumPy, and on CuPy when it can be used."""
-import numpy
+import numpy as np
 import pytest
+from PIL import Image
 
 import npad
 from npad.backend import cupy_available
@@ -14,10 +15,47 @@ def xp(request):
     if request.param == "cupy":
         import cupy
         return cupy
-    return numpy
+    return np
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     npad.manual_seed(0)
     yield
+
+
+SIZE = 96
+
+
+def _texture(rng):
+    """Smooth stripes with a random phase, angle and brightness: normal images vary."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE] / SIZE
+    a = rng.uniform(0, np.pi)
+    base = 0.5 + 0.2 * np.sin(2 * np.pi * 6 * (np.cos(a) * xx + np.sin(a) * yy) + rng.uniform(0, 6.3))
+    img = np.stack([base * c for c in rng.uniform(0.7, 1.0, 3)]) + rng.normal(0, 0.02, (3, SIZE, SIZE))
+    return np.clip(img, 0, 1)
+
+
+def _write(path, arr):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a = (np.clip(arr, 0, 1) * 255).astype(np.uint8)
+    Image.fromarray(a.transpose(1, 2, 0) if a.ndim == 3 else a).save(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_mvtec(tmp_path_factory):
+    """A 96 px MVTec-layout category made here: striped textures, red squares as defects."""
+    root = tmp_path_factory.mktemp("tiny_mvtec") / "stripes"
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        _write(root / "train" / "good" / f"{i:03d}.png", _texture(rng))
+    for i in range(4):
+        _write(root / "test" / "good" / f"{i:03d}.png", _texture(rng))
+    for i in range(4):
+        img, mask = _texture(rng), np.zeros((SIZE, SIZE))
+        y, x = rng.integers(16, SIZE - 36, 2)
+        img[:, y:y + 20, x:x + 20] = [[[0.9]], [[0.1]], [[0.1]]]      # a red square
+        mask[y:y + 20, x:x + 20] = 1
+        _write(root / "test" / "square" / f"{i:03d}.png", img)
+        _write(root / "ground_truth" / "square" / f"{i:03d}_mask.png", mask)
+    return root

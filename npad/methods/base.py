@@ -71,6 +71,10 @@ class AnomalyModel:
         self.pixel_threshold = None
         self.history = {}
 
+    def is_fitted(self):
+        """True once fit() has stored what predict(normalization='train') needs."""
+        return bool(self.stats)
+
     def quick_overrides(self):
         """Option values of the fast setting (``quick=True``) used by tests and the default example."""
         return {}
@@ -78,7 +82,8 @@ class AnomalyModel:
     # ---- data ------------------------------------------------------------------
     def eval_transform(self):
         """Resize to the model's input size (masks nearest)."""
-        return T.Resize(self.config["input_size"])
+        s = self.config["input_size"]
+        return T.Resize((s, s))
 
     def train_transform(self):
         return self.eval_transform()
@@ -124,7 +129,7 @@ class AnomalyModel:
             maps = numpy.concatenate([o[1] for o in out])
         else:
             ref = self.stats if normalization == "train" else None
-            if normalization == "train" and not self.stats:
+            if normalization == "train" and not self.is_fitted():
                 raise RuntimeError(f"{type(self).__name__}.predict(normalization='train') needs a fitted model")
             scores, maps = self._maps(self._collect(images, bs), reference=ref)
         return Result(scores, maps, self.threshold if normalization == "train" else None,

@@ -52,6 +52,7 @@ class CFlow(AnomalyModel):
     """
 
     method = "cflow"
+    epochs_option = "meta_epochs"
     defaults = dict(
         backbone="efficientnet_lite0",   # a name in npad.backbones
         onnx_path=None,                  # the backbone's ONNX file when it is not built in

@@ -1,0 +1,4 @@
+"""``python -m npad``: the command line (see npad.cli)."""
+from .cli import main
+
+main()
