@@ -77,6 +77,7 @@ class Function:
     ``self.needs_input_grad[i]`` says whether input i wants a gradient."""
 
     n_out = 1
+    retain_graph = False  # set for the duration of a backward(retain_graph=True): saved buffers must survive
 
     @classmethod
     def apply(cls, *inputs, **params):
@@ -254,6 +255,8 @@ class Tensor:
                                    "use backward(retain_graph=True) the first time")
             if fn.n_out > 1:
                 gouts = [g if g is not None else xp.zeros(s, d) for g, (s, d) in zip(gouts, fn.out_meta)]
+            if retain_graph:
+                fn.retain_graph = True
             gins = fn.backward(*gouts)
             if not isinstance(gins, tuple):
                 gins = (gins,)

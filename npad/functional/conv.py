@@ -203,6 +203,15 @@ class Conv2d(Function):
             y += bias[0].reshape(1, O, 1, 1)
         return y
 
+    def _reusable_cols(self, gy):
+        """The kept im2col buffer, to be overwritten by dX's columns, unless the graph is retained
+        for another backward (then a fresh array is used and the buffer stays valid)."""
+        cols = self.cols
+        if cols is None or not self.own or cols.dtype != gy.dtype or self.retain_graph:
+            return None
+        self.cols = None
+        return cols
+
     def backward(self, gy):
         xp = get_array_module(gy)
         nx, nw = self.needs_input_grad[:2]
@@ -284,9 +293,7 @@ class Conv2d(Function):
                 gwg = xp.matmul(self.cols.transpose(0, 2, 1), gg)       # g x KKCg x Og
                 gw = gwg.reshape(g, KH, KW, Cg, Og).transpose(0, 4, 3, 1, 2).reshape(w.shape)
             if nx:
-                out = self.cols if self.cols is not None and self.own and self.cols.dtype == gy.dtype else None
-                gc = xp.matmul(gg, wg.transpose(0, 2, 1), out=out)      # g x N x KKCg
-                self.cols = None
+                gc = xp.matmul(gg, wg.transpose(0, 2, 1), out=self._reusable_cols(gy))  # g x N x KKCg
                 gc = gc.reshape(g, B, ho, wo, KH, KW, Cg).transpose(1, 2, 3, 4, 5, 0, 6)
                 gxh = col2im(gc, (B, Hp, Wp, g, Cg), self.stride, self.dilation)
                 gx = _nchw(gxh.reshape(B, Hp, Wp, C)[:, t:t + H, l:l + W])
@@ -296,9 +303,7 @@ class Conv2d(Function):
         if nw:
             gw = (self.cols.T @ gm).reshape(KH, KW, C, O).transpose(3, 2, 0, 1)
         if nx:
-            out = self.cols if self.cols is not None and self.own and self.cols.dtype == gy.dtype else None
-            gc = xp.matmul(gm, wm.T, out=out)                           # N x KKC, into the kept buffer
-            self.cols = None
+            gc = xp.matmul(gm, wm.T, out=self._reusable_cols(gy))       # N x KKC, into the kept buffer
             gxh = col2im(gc.reshape(B, ho, wo, KH, KW, C), (B, Hp, Wp, C), self.stride, self.dilation)
             gx = _nchw(gxh[:, t:t + H, l:l + W])
         return gx, gw, gb

@@ -173,3 +173,16 @@ def test_conv_transpose2d_matches_onnxruntime(cfg):
     y = F.conv_transpose2d(Tensor(x), Tensor(w), Tensor(b), s, p, op, g, d).numpy()
     assert y.shape == ref.shape
     assert numpy.abs(y - ref).max() <= 1e-4
+
+
+def test_backward_twice_with_retain_graph():
+    """The im2col buffer that dX reuses must survive backward(retain_graph=True)."""
+    rng = numpy.random.default_rng(0)
+    x = npad.tensor(rng.standard_normal((2, 3, 6, 6)).astype(numpy.float32), requires_grad=True)
+    w = npad.tensor(rng.standard_normal((4, 3, 3, 3)).astype(numpy.float32), requires_grad=True)
+    y = (F.conv2d(x, w, padding=1) ** 2).sum()
+    y.backward(retain_graph=True)
+    gx, gw = x.grad.numpy().copy(), w.grad.numpy().copy()
+    y.backward()
+    numpy.testing.assert_allclose(x.grad.numpy(), 2 * gx, rtol=1e-5)
+    numpy.testing.assert_allclose(w.grad.numpy(), 2 * gw, rtol=1e-5)
