@@ -72,6 +72,8 @@ class ADTR(AnomalyModel):
         taps="adtr",                     # tap set of the backbone (five stages) or a list of value names
         input_size=256,                  # the feature grid is input_size / 16 squared
         ablation="none",                 # Table 4: none, no_attention, no_query, pixels, last_layer
+        resize="bilinear",               # finer taps to the grid: "bilinear" (paper) or "area" (cell means)
+        standardize=False,               # per-channel z-score of f with training-set statistics (not in the paper)
         hidden=256,                      # Transformer width
         num_heads=8,
         num_encoder_layers=4,
@@ -110,6 +112,8 @@ class ADTR(AnomalyModel):
         c = self.config
         if c["ablation"] not in ABLATIONS:
             raise ValueError(f"ADTR: ablation must be one of {ABLATIONS}, got {c['ablation']!r}")
+        if c["resize"] not in ("bilinear", "area"):
+            raise ValueError(f"ADTR: resize must be 'bilinear' or 'area', got {c['resize']!r}")
         if c["plus_loss"] not in ("auto", "pixel", "image"):
             raise ValueError(f"ADTR: plus_loss must be 'auto', 'pixel' or 'image', got {c['plus_loss']!r}")
         size = c["input_size"]
@@ -129,7 +133,7 @@ class ADTR(AnomalyModel):
                            use_query_embedding=c["ablation"] != "no_query")
         self.net.eval()
         self._train_ds = None
-
+        self._norm = None                 # (mean, std), 1 x C x 1 x 1, with standardize=True
     def train_transform(self):
         c = self.config
         steps = [T.Resize(c["input_size"])]
@@ -147,10 +151,19 @@ class ADTR(AnomalyModel):
     @no_grad()
     def features(self, images):
         """f of Sec. 3.1 for B x 3 x H x W images in [0, 1]: the frozen backbone's taps resized
-        bilinearly to the stride-16 grid and concatenated, B x C x h x w (a constant Tensor)."""
+        bilinearly to the stride-16 grid and concatenated, B x C x h x w (a constant Tensor);
+        with ``standardize=True`` each channel is z-scored with the training-set statistics."""
         x = images if isinstance(images, Tensor) else Tensor(numpy.asarray(images, numpy.float32))
         if tuple(x.shape[2:]) != (self.config["input_size"],) * 2:
             raise ValueError(f"ADTR: expected {self.config['input_size']} px images, got {tuple(x.shape)}")
+        f = self._raw_features(x)
+        if self._norm is None:
+            return f
+        xp = get_array_module(f.data)
+        mean, std = (xp.asarray(a, f.dtype) for a in self._norm)
+        return Tensor((f.data - mean) / std)
+
+    def _raw_features(self, x):
         if self.encoder is None:                           # "pixels": the normalised RGB image per grid cell
             xp = get_array_module(x.data)
             mean = xp.asarray(_PIXEL_MEAN, x.dtype).reshape(1, 3, 1, 1)
@@ -159,11 +172,18 @@ class ADTR(AnomalyModel):
         feats = self.encoder(x)
         if self.config["ablation"] == "last_layer":
             feats = feats[-1:]
-        h, w = self.grid
-        feats = [f if tuple(f.shape[2:]) == (h, w) else F.interpolate(f, size=(h, w), mode="bilinear",
-                                                                     align_corners=True)
-                 for f in feats]
+        feats = [self._to_grid(f) for f in feats]
         return feats[0] if len(feats) == 1 else F.cat(feats, dim=1)
+
+    def _to_grid(self, f):
+        """One tap resized to the grid: bilinear (align_corners=True, as the authors' upsampling
+        layers), or with ``resize="area"`` the mean over each grid cell for taps finer than the grid."""
+        h, w = self.grid
+        if tuple(f.shape[2:]) == (h, w):
+            return f
+        if self.config["resize"] == "area" and f.shape[2] >= h and f.shape[3] >= w:
+            return F.adaptive_avg_pool2d(f, (h, w))
+        return F.interpolate(f, size=(h, w), mode="bilinear", align_corners=True)
 
     def _features_of(self, dataset, desc):
         """Features of every image of a dataset (its own order), N x C x h x w array."""
@@ -182,8 +202,16 @@ class ADTR(AnomalyModel):
         rng = numpy.random.default_rng(c["seed"])
         manual_seed(c["seed"])
         cached = None
-        if not self.augmenting:
+        if not self.augmenting or c["standardize"]:
+            self._norm = None
             cached = self._features_of(self._with_transform(dataset, train=False), "ADTR features")
+            if c["standardize"]:
+                mean = cached.mean(axis=(0, 2, 3), keepdims=True, dtype=numpy.float64)
+                std = cached.std(axis=(0, 2, 3), keepdims=True, dtype=numpy.float64) + 1e-6
+                self._norm = (mean.astype(numpy.float32), std.astype(numpy.float32))
+                cached = ((cached - self._norm[0]) / self._norm[1]).astype(numpy.float32)
+            if self.augmenting:
+                cached = None
         loader = DataLoader(ds, batch_size=c["batch_size"], shuffle=True, seed=c["seed"], prefetch=2)
         opt = AdamW(self.net.parameters(), lr=c["lr"], weight_decay=c["weight_decay"])
         sched = StepLR(opt, step_size=max(int(c["lr_step"]), 1), gamma=c["lr_gamma"])
@@ -319,9 +347,16 @@ class ADTR(AnomalyModel):
 
     # ---- persistence ----------------------------------------------------------------------
     def state_dict(self):
-        return self.net.state_dict()
+        state = dict(self.net.state_dict())
+        if self._norm is not None:
+            state["feature_mean"], state["feature_std"] = self._norm
+        return state
 
     def load_state_dict(self, state):
+        state = dict(state)
+        mean, std = state.pop("feature_mean", None), state.pop("feature_std", None)
+        self._norm = None if mean is None else (numpy.asarray(to_cpu(mean), numpy.float32),
+                                                numpy.asarray(to_cpu(std), numpy.float32))
         self.net.load_state_dict(state)
         self.net.eval()
         self.history.setdefault("loss", [float("nan")])      # a loaded model counts as trained (fit_plus)

@@ -242,3 +242,21 @@ def test_real_backbone_features():
     last = ADTR(input_size=SIZE, hidden=16, num_heads=2, num_encoder_layers=1, num_decoder_layers=1,
                 dim_feedforward=16, ablation="last_layer")
     assert last.net.in_channels == 320
+
+
+def test_standardized_features_survive_save_load(toy, tmp_path, standin):
+    """standardize=True: f is z-scored per channel with the training-set statistics, which are part
+    of the saved state; resize="area" averages the finer taps over each grid cell."""
+    train, test = MVTecDataset(toy, None, "train"), MVTecDataset(toy, None, "test")
+    model = ADTR(**{**TINY, "epochs": 3, "standardize": True, "resize": "area"}).fit(train, quiet=True)
+    x = numpy.stack([train[i]["image"] for i in range(len(train))])
+    f = model.features(x).numpy()
+    numpy.testing.assert_allclose(f.mean(axis=(0, 2, 3)), 0, atol=1e-4)
+    numpy.testing.assert_allclose(f.std(axis=(0, 2, 3)), 1, atol=1e-3)
+    raw = StandInExtractor()(x)
+    numpy.testing.assert_allclose(model._raw_features(Tensor(x)).numpy()[:, :6],
+                                  raw[0].numpy().reshape(16, 6, 4, 4, 4, 4).mean(axis=(3, 5)), rtol=1e-5, atol=1e-6)
+    back = ADTR.load(model.save(tmp_path / "std.h5"))
+    numpy.testing.assert_array_equal(model.predict(test).scores, back.predict(test).scores)
+    with pytest.raises(ValueError, match="resize"):
+        ADTR(**TINY, resize="nearest")
