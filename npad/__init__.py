@@ -1,13 +1,27 @@
 """npad: a readable deep-learning library on NumPy (CuPy on a GPU) and four
 visual anomaly-detection methods built on it (CFLOW-AD, ADTR, FAVAE and
-gradient attention maps of VAEs).
+gradient attention maps of VAEs), with PaDiM as a reference.
+
+Autograd in a few lines:
 
 >>> import npad
 >>> x = npad.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
->>> y = (x * x).sum()
->>> y.backward()
+>>> (x * x).sum().backward()
 >>> x.grad.numpy().tolist()
 [[2.0, 4.0], [6.0, 8.0]]
+
+A method end to end (a tiny run; see examples/ for real budgets):
+
+>>> import numpy as np, npad.methods
+>>> rng = np.random.default_rng(0)
+>>> normal = 0.5 + 0.05 * rng.standard_normal((8, 3, 64, 64)).astype(np.float32)
+>>> model = npad.methods.get("padim")(input_size=64)
+>>> model.fit(normal, quiet=True)                           # doctest: +ELLIPSIS
+<npad.methods.padim.PaDiM object at ...>
+>>> test = normal[:2].copy(); test[1, :, 20:40, 20:40] = 1.0   # image 1 gets a white square
+>>> scores, maps = model.predict(test)
+>>> bool(scores[1] > scores[0]), maps.shape
+(True, (2, 64, 64))
 """
 from .backend import get_array_module, set_device, get_device, to_cpu, to_gpu, cupy_available
 from .tensor import (Tensor, tensor, as_tensor, no_grad, enable_grad, is_grad_enabled, zeros, ones,

@@ -10,6 +10,7 @@ Samples: ``image`` float32 (3,H,W), ``mask`` float32 (1,H,W) in {0,1}, ``label``
 ``has_mask`` bool, ``path`` str, ``defect_type`` str.
 """
 from . import transforms
+from .arrays import ArrayDataset
 from .folder import (IMAGE_EXTENSIONS, DataWarning, FolderDataset, ImageDataset, PredictionDataset,
                      UnreadableImageError, find_mask, list_images, load_image, load_mask)
 from .loader import DataLoader, collate
@@ -21,7 +22,7 @@ __all__ = [
     "transforms",
     "IMAGE_EXTENSIONS", "DataWarning", "UnreadableImageError",
     "list_images", "load_image", "load_mask", "find_mask",
-    "ImageDataset", "FolderDataset", "PredictionDataset",
+    "ImageDataset", "FolderDataset", "PredictionDataset", "ArrayDataset",
     "MVTecDataset", "MVTEC_CATEGORIES", "MVTEC_TEXTURES", "MVTEC_OBJECTS", "list_categories", "category_dir",
     "DataLoader", "collate",
     "synthetic_mvtec", "render_sample", "confetti_noise", "confetti_batch", "default_cache_dir",

@@ -12,7 +12,7 @@ import numpy
 
 from .. import io, metrics
 from ..backend import to_cpu
-from ..data import DataLoader
+from ..data import ArrayDataset, DataLoader
 from ..data import transforms as T
 from ..progress import progress
 
@@ -89,7 +89,10 @@ class AnomalyModel:
         return self.eval_transform()
 
     def _with_transform(self, dataset, train):
-        """The dataset with the method's transform when it has none of its own."""
+        """The dataset with the method's transform when it has none of its own (an array of
+        N x 3 x H x W images in [0, 1] becomes an ArrayDataset first)."""
+        if hasattr(dataset, "shape"):
+            dataset = ArrayDataset(dataset)
         if getattr(dataset, "transform", None) is not None:
             return dataset
         ds = copy.copy(dataset)

@@ -70,6 +70,7 @@ class CFlow(AnomalyModel):
         batch_size=32,                   # images per batch
         fiber_batch=256,                 # fibers per optimizer step
         rotation=5.0,                    # degrees of random rotation of training images
+        standardize=True,                # fibers -> (e - mean) / std before the flow (npad's addition)
         seed=0,
         quick=False,
     )
@@ -109,10 +110,35 @@ class CFlow(AnomalyModel):
         p = xp.broadcast_to(p.reshape(p.shape[0], -1).T[None], (b, h * w, p.shape[0])).reshape(-1, p.shape[0])
         return e, p                                                                # BHW x P
 
-    def _log_prob(self, decoder, e, p):
-        """log p / C per fiber (N,) (Eq. 8 divided by the feature width)."""
-        z, log_det = decoder(Tensor(e), Tensor(p))
-        return gaussian_log_prob(z, log_det) / e.shape[1]
+    def _log_prob(self, i, e, p):
+        """log p / C per fiber (N,) of scale i (Eq. 8 divided by the feature width). With
+        ``standardize``, fibers are first mapped to (e - mean) / std (per channel, fixed at the start
+        of fit) and the Jacobian of that map, -sum log std, is added, so log p stays the density
+        of the raw features."""
+        log_det0 = 0.0
+        if self.config["standardize"]:
+            mean, std = self.stats[f"feat_mean_{i}"], self.stats[f"feat_std_{i}"]
+            e = (e - mean.astype(e.dtype)) / std.astype(e.dtype)
+            log_det0 = -float(numpy.log(std).sum())
+        z, log_det = self.decoders[i](Tensor(e), Tensor(p))
+        return (gaussian_log_prob(z, log_det) + log_det0) / e.shape[1]
+
+    def _standardization(self, loader, n_batches=4):
+        """Per-channel mean and std of each scale's fibers over the first ``n_batches`` training
+        batches (a data-dependent start, as Glow's ActNorm; kept fixed afterwards)."""
+        sums = None
+        for k, batch in enumerate(loader):
+            if k == n_batches:
+                break
+            with no_grad():
+                feats = self.encoder(batch["image"])
+            fib = [numpy.asarray(self._fibers(f.data)[0], numpy.float64) for f in feats]
+            part = [(len(e), e.sum(0), (e * e).sum(0)) for e in fib]
+            sums = part if sums is None else [tuple(a + b for a, b in zip(s, q)) for s, q in zip(sums, part)]
+        for i, (n, s1, s2) in enumerate(sums):
+            mean = s1 / n
+            self.stats[f"feat_mean_{i}"] = mean
+            self.stats[f"feat_std_{i}"] = numpy.sqrt(numpy.maximum(s2 / n - mean * mean, 0)) + 1e-6
 
     # ---- training ----------------------------------------------------------------
     def fit(self, dataset, validation=None, quiet=None):
@@ -121,6 +147,9 @@ class CFlow(AnomalyModel):
         c = self.config
         ds = self._with_transform(dataset, train=True)
         loader = DataLoader(ds, batch_size=c["batch_size"], shuffle=True, seed=c["seed"], prefetch=2)
+        self.stats = {}
+        if c["standardize"]:
+            self._standardization(loader)
         opt = Adam(self.decoders.parameters(), lr=c["lr"])
         steps = c["meta_epochs"] * c["sub_epochs"] * len(loader)
         warm = c["warmup_epochs"] * c["sub_epochs"] * len(loader)
@@ -134,12 +163,12 @@ class CFlow(AnomalyModel):
             for batch in loader:
                 with no_grad():
                     feats = self.encoder(batch["image"])
-                for decoder, feat in zip(self.decoders, feats):
+                for i, feat in enumerate(feats):
                     e, p = self._fibers(feat.data)
                     perm = rng.permutation(len(e))
                     for f in range(len(e) // c["fiber_batch"]):
                         idx = perm[f * c["fiber_batch"]:(f + 1) * c["fiber_batch"]]
-                        loss = -F.logsigmoid(self._log_prob(decoder, e[idx], p[idx])).mean()
+                        loss = -F.logsigmoid(self._log_prob(i, e[idx], p[idx])).mean()
                         opt.zero_grad()
                         loss.backward()
                         opt.step()
@@ -162,7 +191,7 @@ class CFlow(AnomalyModel):
         """Normalisation statistics of the training images (for predict(normalization='train')):
         the maximum log p / C per scale and the maximum of the summed likelihood map."""
         stats = self._collect(train_ds, self.config["batch_size"], desc="reference")
-        self.stats = {f"logp_max_{i}": numpy.float64(stats[f"logp_{i}"].max()) for i in range(len(self.decoders))}
+        self.stats.update({f"logp_max_{i}": numpy.float64(stats[f"logp_{i}"].max()) for i in range(len(self.decoders))})
         self.stats["prob_max"] = numpy.float64(self._likelihood(stats, self.stats).max())
 
     # ---- scoring (shared by validation and inference) ----------------------------------
@@ -171,10 +200,10 @@ class CFlow(AnomalyModel):
         """Per scale: log p / C on the feature grid, N x h_l x w_l (NumPy arrays)."""
         feats = self.encoder(images)
         out = {}
-        for i, (decoder, feat) in enumerate(zip(self.decoders, feats)):
+        for i, feat in enumerate(feats):
             b, _, h, w = feat.shape
             e, p = self._fibers(feat.data)
-            out[f"logp_{i}"] = numpy.asarray(self._log_prob(decoder, e, p).numpy(), numpy.float64).reshape(b, h, w)
+            out[f"logp_{i}"] = numpy.asarray(self._log_prob(i, e, p).numpy(), numpy.float64).reshape(b, h, w)
         return out
 
     def _likelihood(self, stats, reference=None):
