@@ -38,7 +38,7 @@ from ..maps import upsample
 from ..nn import ModuleList
 from ..optim import Adam, CosineAnnealingLR
 from ..progress import progress
-from ..backend import get_array_module
+from ..backend import get_array_module, to_cpu
 from ..tensor import Tensor, no_grad
 from .base import AnomalyModel
 
@@ -117,8 +117,9 @@ class CFlow(AnomalyModel):
         of the raw features."""
         log_det0 = 0.0
         if self.config["standardize"]:
+            xp = get_array_module(e)
             mean, std = self.stats[f"feat_mean_{i}"], self.stats[f"feat_std_{i}"]
-            e = (e - mean.astype(e.dtype)) / std.astype(e.dtype)
+            e = (e - xp.asarray(mean, e.dtype)) / xp.asarray(std, e.dtype)
             log_det0 = -float(numpy.log(std).sum())
         z, log_det = self.decoders[i](Tensor(e), Tensor(p))
         return (gaussian_log_prob(z, log_det) + log_det0) / e.shape[1]
@@ -132,7 +133,7 @@ class CFlow(AnomalyModel):
                 break
             with no_grad():
                 feats = self.encoder(batch["image"])
-            fib = [numpy.asarray(self._fibers(f.data)[0], numpy.float64) for f in feats]
+            fib = [to_cpu(self._fibers(f.data)[0]).astype(numpy.float64) for f in feats]
             part = [(len(e), e.sum(0), (e * e).sum(0)) for e in fib]
             sums = part if sums is None else [tuple(a + b for a, b in zip(s, q)) for s, q in zip(sums, part)]
         for i, (n, s1, s2) in enumerate(sums):
@@ -165,7 +166,7 @@ class CFlow(AnomalyModel):
                     feats = self.encoder(batch["image"])
                 for i, feat in enumerate(feats):
                     e, p = self._fibers(feat.data)
-                    perm = rng.permutation(len(e))
+                    perm = get_array_module(e).asarray(rng.permutation(len(e)))
                     for f in range(len(e) // c["fiber_batch"]):
                         idx = perm[f * c["fiber_batch"]:(f + 1) * c["fiber_batch"]]
                         loss = -F.logsigmoid(self._log_prob(i, e[idx], p[idx])).mean()
