@@ -97,3 +97,15 @@ def test_unknown_options_rejected():
         FAVAE(features="vgg")
     with pytest.raises(TypeError):
         FAVAE(gama=1)
+
+
+def test_toy_ordering_favae():
+    """Appendix A (d): in feature space the stripes are flagged and the shuffled anomalies,
+    which look like noise, are not (small configuration: 32 px, three Lite0 stages)."""
+    m = FAVAE(input_size=32, epochs=1, taps=["stage1", "stage2", "stage3"],
+              **{**TOY, "features": "pretrained", "samples_per_epoch": 64})
+    m.fit(ToyDataset(32), quiet=True)
+    s = {k: m.image_scores(toy_samples(k, 20, 32, seed=3))["sum"] for k in ("normal", "anomaly", "shuffled")}
+    y = numpy.r_[numpy.zeros(20), numpy.ones(20)]
+    assert auroc(y, numpy.r_[s["normal"], s["anomaly"]]) > 0.95
+    assert auroc(y, numpy.r_[s["normal"], s["shuffled"]]) < 0.8
