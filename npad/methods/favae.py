@@ -228,7 +228,7 @@ def _random_reinit(module, seed):
             w = rng.standard_normal(p.data.shape) * math.sqrt(2.0 / max(fan_in, 1))
         else:
             w = numpy.zeros(p.data.shape)
-        p.data[...] = xp.asarray(w, dtype=p.data.dtype)
+        p.data = xp.asarray(w, dtype=p.data.dtype)
 
 
 class _RandomShift(T.Transform):
@@ -370,8 +370,9 @@ class FAVAE(AnomalyModel):
         self.encoder = None
         if c["features"] != "none":
             from ..features import FeatureExtractor
+            # a random backbone is the BN-folded network (convolutions only) with new weights
             self.encoder = FeatureExtractor(c["backbone"], taps=self._taps(), onnx_path=c["onnx_path"],
-                                            frozen=c["frozen"] and c["features"] == "pretrained")
+                                            frozen=c["frozen"] or c["features"] == "random")
             if c["features"] == "random":
                 _random_reinit(self.encoder, c["seed"] + 1)
                 self.encoder.requires_grad_(not c["frozen"])
@@ -565,7 +566,7 @@ class FAVAE(AnomalyModel):
         elif not self._is_texture():
             with no_grad():
                 xs = F.interpolate(Tensor(x), size=(s, s), mode="bilinear", align_corners=False)
-            out = self._score_at_input(xs)
+            out = self._score_at_input(xs)      # map resized back, rescaled to keep its sum
             out["map"] = upsample(out["map"], (H, W), align_corners=False) * (s * s) / (H * W)
         else:
             acc = count = None

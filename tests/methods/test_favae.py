@@ -109,3 +109,15 @@ def test_toy_ordering_favae():
     y = numpy.r_[numpy.zeros(20), numpy.ones(20)]
     assert auroc(y, numpy.r_[s["normal"], s["anomaly"]]) > 0.95
     assert auroc(y, numpy.r_[s["normal"], s["shuffled"]]) < 0.8
+
+
+def test_random_backbone_is_reinitialised_deterministically():
+    from npad.features import FeatureExtractor
+    x = Tensor(numpy.random.default_rng(0).random((1, 3, 32, 32)).astype(numpy.float32))
+    a = FAVAE(features="random", input_size=32, width=0.25, latent=4)._features(x)
+    b = FAVAE(features="random", input_size=32, width=0.25, latent=4)._features(x)
+    with no_grad():
+        p = FeatureExtractor("efficientnet_lite0", taps=["stage1", "stage2", "stage3"])(x)
+    for fa, fb, fp in zip(a, b, p):
+        numpy.testing.assert_array_equal(fa.data, fb.data)
+        assert fa.shape == fp.shape and not numpy.allclose(fa.data, fp.data)
