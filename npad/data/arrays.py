@@ -10,8 +10,6 @@ class ArrayDataset:
 
     def __init__(self, images, labels=None, masks=None, transform=None, seed=0, name="array"):
         images = np.asarray(images.get() if hasattr(images, "get") else images, np.float32)
-        if images.ndim == 3:
-            images = images[None]
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"ArrayDataset: expected images N x 3 x H x W, got shape {images.shape}")
         n = len(images)
