@@ -19,9 +19,13 @@ Default budget (about 30 minutes on 2 shared CPU cores for one seed, both models
 iterations at batch 64 (1 % of the paper's 3e5: an early-training comparison only), the VAE at
 half width (16-16-32-32-64 channels; ``--width 1`` is the paper's network, twice the time per
 iteration), a smaller discriminator (4 x 256), learning rates raised to 1e-3 (at 1e-4 the VAE
-does not leave the mean-image plateau within this budget), and the metric on 300 + 300 votes of
-L = 100 images with the standard deviations from 5000 images. ``--paper`` restores Kim and
-Mnih's settings (width 1, 6 x 1000 discriminator, lr 1e-4, 3e5 iterations, 800 + 800 votes).
+does not leave the mean-image plateau within this budget); the metric as in the paper (800 + 800
+votes of L = 100 images, standard deviations from 10000 images; about a minute per model).
+``--paper`` restores Kim and Mnih's settings for training too (width 1, 6 x 1000 discriminator,
+lr 1e-4, 3e5 iterations).
+
+Seeds can be split over processes (``--first-seed 1 --seeds 1 --out runs/s1``, ...) and the
+summaries combined: ``--combine runs/s0 runs/s1 runs/s2``.
 
 Outputs in ``--out`` (default runs/disentangle_dsprites): ``results.json`` and, for each model
 and seed, ``<model>_seed<k>_traversal.png`` (rows: latent dimensions, ordered by their standard
@@ -51,7 +55,10 @@ MODELS = (("FactorVAE", 0.0), ("AD-FactorVAE", None))
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--iterations", type=int, default=None, help="training iterations per model (default 3000; --paper 3e5)")
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds (0, 1, ...)")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds (first-seed, first-seed + 1, ...)")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--combine", nargs="+", default=None, metavar="DIR",
+                   help="only print the summary of the results.json files in these folders")
     p.add_argument("--gamma", type=float, default=35.0, help="TC weight (Kim & Mnih: 35 on dSprites)")
     p.add_argument("--lam", type=float, default=1.0, help="AD loss weight of AD-FactorVAE")
     p.add_argument("--batch-size", type=int, default=64)
@@ -62,15 +69,15 @@ def parse(argv=None):
     p.add_argument("--width", type=float, default=None, help="VAE channel multiplier (default 0.5; --paper 1: 32-32-64-64-128)")
     p.add_argument("--layer", default="encoder.5", help="attention layer (encoder.5: 8x8, encoder.7: 4x4)")
     p.add_argument("--votes", type=int, default=None, help="metric votes for training and for evaluation each "
-                                                           "(default 300; --paper 800)")
+                                                           "(default 800, as the paper)")
     p.add_argument("--L", type=int, default=100, help="images per vote")
-    p.add_argument("--n-std", type=int, default=None, help="images for the per-dimension std (default 5000; --paper 10000)")
+    p.add_argument("--n-std", type=int, default=None, help="images for the per-dimension std (default 10000)")
     p.add_argument("--paper", action="store_true", help="Kim & Mnih's settings for everything not given")
     p.add_argument("--out", default=os.path.join("runs", "disentangle_dsprites"))
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     defaults = dict(iterations=300000, lr=1e-4, lr_d=1e-4, d_hidden=1000, d_layers=6, votes=800, n_std=10000, width=1.0) \
-        if a.paper else dict(iterations=3000, lr=1e-3, lr_d=1e-3, d_hidden=256, d_layers=4, votes=300, n_std=5000, width=0.5)
+        if a.paper else dict(iterations=3000, lr=1e-3, lr_d=1e-3, d_hidden=256, d_layers=4, votes=800, n_std=10000, width=0.5)
     for k, v in defaults.items():
         if getattr(a, k) is None:
             setattr(a, k, v)
@@ -113,8 +120,36 @@ def run_one(name, lam, seed, a, data):
     return res
 
 
+def summarize(results, n_eval):
+    seeds = sorted({r["seed"] for r in results})
+    summary = {}
+    for name, _ in MODELS:
+        s = numpy.array([r["score"] for seed in seeds for r in results if r["model"] == name and r["seed"] == seed])
+        summary[name] = dict(mean=float(s.mean()), std=float(s.std(ddof=1)) if len(s) > 1 else 0.0, scores=s.tolist())
+    diff = numpy.array(summary["AD-FactorVAE"]["scores"]) - numpy.array(summary["FactorVAE"]["scores"])
+    summary["difference"] = dict(mean=float(diff.mean()), std=float(diff.std(ddof=1)) if len(diff) > 1 else 0.0,
+                                 per_seed=diff.tolist())
+    summary["seeds"] = seeds
+    print()
+    for name, _ in MODELS:
+        s = summary[name]
+        spread = f" +- {s['std']:.3f} (std over {len(seeds)} seeds)" if len(seeds) > 1 else ""
+        print(f"{name:13s} disentanglement score {s['mean']:.3f}{spread}  {['%.3f' % v for v in s['scores']]}")
+    d = summary["difference"]
+    se_vote = numpy.sqrt(0.25 / n_eval)
+    print(f"AD-FactorVAE - FactorVAE: {d['mean']:+.3f}" + (f" +- {d['std']:.3f}" if len(seeds) > 1 else "")
+          + f"  (per seed {['%+.3f' % v for v in d['per_seed']]}; one score's vote noise is at most +-{se_vote:.3f})")
+    return summary
+
+
 def main(argv=None):
     a = parse(argv)
+    if a.combine:
+        results = []
+        for d in a.combine:
+            with open(os.path.join(d, "results.json")) as fh:
+                results += json.load(fh)["runs"]
+        return summarize(results, a.votes)
     os.makedirs(a.out, exist_ok=True)
     data = DSprites()
     print(f"dSprites (generated), {a.iterations} iterations x batch {a.batch_size}, gamma {a.gamma}, lambda {a.lam}, "
@@ -122,27 +157,11 @@ def main(argv=None):
           f"of L={a.L}, seeds {a.seeds}", flush=True)
     t0 = time.perf_counter()
     results = []
-    for seed in range(a.seeds):
+    for seed in range(a.first_seed, a.first_seed + a.seeds):
         for name, lam in MODELS:
             results.append(run_one(name, a.lam if lam is None else lam, seed, a, data))
-    summary = {}
-    for name, _ in MODELS:
-        s = numpy.array([r["score"] for r in results if r["model"] == name])
-        summary[name] = dict(mean=float(s.mean()), std=float(s.std(ddof=1)) if len(s) > 1 else 0.0, scores=s.tolist())
-    diff = numpy.array(summary["AD-FactorVAE"]["scores"]) - numpy.array(summary["FactorVAE"]["scores"])
-    summary["difference"] = dict(mean=float(diff.mean()), std=float(diff.std(ddof=1)) if len(diff) > 1 else 0.0,
-                                 per_seed=diff.tolist())
+    summary = summarize(results, a.votes)
     total = time.perf_counter() - t0
-    print()
-    for name, _ in MODELS:
-        s = summary[name]
-        spread = f" +- {s['std']:.3f} (std over {a.seeds} seeds)" if a.seeds > 1 else ""
-        print(f"{name:13s} disentanglement score {s['mean']:.3f}{spread}  {['%.3f' % v for v in s['scores']]}")
-    d = summary["difference"]
-    n_eval = a.votes
-    se_vote = numpy.sqrt(0.25 / n_eval)
-    print(f"AD-FactorVAE - FactorVAE: {d['mean']:+.3f}" + (f" +- {d['std']:.3f}" if a.seeds > 1 else "")
-          + f"  (per seed {['%+.3f' % v for v in d['per_seed']]}; one score's vote noise is about +-{se_vote:.3f})")
     print(f"total {total:.0f}s; pictures and results.json in {a.out}")
     with open(os.path.join(a.out, "results.json"), "w") as fh:
         json.dump(dict(args=vars(a), runs=results, summary=summary, seconds=round(total, 1)), fh, indent=1)
