@@ -36,16 +36,18 @@ Sources:
   - the map: Sec. 3.1's Grad-CAM form M^i = |sum_c alpha^i_c A_c| with alpha^i_c the spatial mean
     of dmu_i/dA_c, upsampled bilinearly to 64 x 64 (``ad_size``), at the encoder layer
     ``ad_layer`` (default ``"encoder.5"``, the 64 x 8 x 8 ReLU output of the third convolution;
-    the later 4 x 4 layer works too, while the reproducers' choice, the 1 x 1 output layer,
-    gives maps that are constant over the image). The gradient is not renormalised
+    the later 4 x 4 layer, ``"encoder.7"``, works too; the 1 x 1 layers above it, such as the
+    output convolution ``encode.10`` named in an older solver of the reproducers' code, give
+    maps that are constant over the image). The gradient is not renormalised
     (``grad_norm=None``, the paper's Eq. 1): a collapsed dimension's near-zero gradient then gives
     a near-zero map that adds nothing to L_AD, where per-dimension renormalisation would blow its
     noise up to the scale of the active dimensions.
   - gradients: npad has no double backward, so alpha (itself a gradient) is a constant, computed
     by a first backward pass from mu_i to A (a stop-gradient); L_AD is differentiated through the
     activations A only (and through them the encoder below the layer). This is what an
-    implementation with ``create_graph=False`` computes. (In the reproducers' code the AD term is
-    computed under ``torch.no_grad()`` and so adds no gradient at all.)
+    implementation with ``create_graph=False`` computes. (In the version of the reproducers' code
+    read here, the AD term is computed under ``torch.no_grad()`` and so adds no gradient at all,
+    which may be why the report could not test the claim.)
 
   lambda = 1 by default (the reproducers' default).
 
