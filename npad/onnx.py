@@ -39,7 +39,7 @@ import numpy as np
 from . import functional as F
 from .backend import get_array_module, to_cpu
 from .nn.module import Module, Parameter
-from .tensor import Function, Tensor, is_grad_enabled, no_grad
+from .tensor import Tensor, is_grad_enabled, no_grad
 
 __all__ = ["OnnxModule", "load_onnx", "OPS", "supported_ops", "UnsupportedOpError",
            "OnnxLoadError", "OnnxRuntimeError", "list_values"]
@@ -94,18 +94,6 @@ def _xp(t):
 
 def _present(inputs, i):
     return len(inputs) > i and inputs[i] is not None
-
-
-class _Erf(Function):
-    """y = erf(x);  dx = g 2/sqrt(pi) e^(-x^2)"""
-    def forward(self, x):
-        from .functional.nn import _erf
-        self.x = x
-        return _erf(get_array_module(x), x)
-
-    def backward(self, g):
-        xp = get_array_module(g)
-        return g * (2 / math.sqrt(math.pi)) * xp.exp(-self.x * self.x)
 
 
 # ---------------------------------------------------------------------------
@@ -870,7 +858,7 @@ OPS = {
     "Abs": _float_or_raw(F.abs, lambda xp, a: xp.abs(a)),
     "Neg": _float_or_raw(F.neg, lambda xp, a: -a),
     "Reciprocal": lambda n, x: F.div(1.0, x),
-    "Erf": lambda n, x: _Erf.apply(x),
+    "Erf": lambda n, x: F.erf(x),
     "Floor": _raw1(lambda xp, a: xp.floor(a)),
     "Ceil": _raw1(lambda xp, a: xp.ceil(a)),
     "Round": _raw1(lambda xp, a: xp.round(a)),

@@ -1,5 +1,4 @@
 """npad.metrics against scikit-learn and a slow brute-force AUPRO (threshold loop)."""
-import time
 import warnings
 
 import numpy as np

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 import npad
-import npad.functional as F
 from npad.tensor import Function
 
 

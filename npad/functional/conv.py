@@ -21,12 +21,11 @@ gradient), dX = col2im(dY @ W^T) (written into the kept buffer's memory when
 there is one), where col2im is a loop over the KH x KW offsets adding strided
 slices. ``conv_transpose2d`` is the same pair of maps with the roles swapped.
 """
-import math
 
 import numpy
 
 from ..backend import get_array_module
-from ..tensor import Function, Tensor, is_grad_enabled
+from ..tensor import Function, is_grad_enabled
 
 __all__ = ["conv2d", "conv_transpose2d", "im2col", "col2im", "conv_output_size"]
 

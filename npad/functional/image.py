@@ -10,7 +10,7 @@ import math
 import numpy
 
 from ..backend import get_array_module
-from ..tensor import Function, Tensor
+from ..tensor import Function
 from .shape import scatter_add
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "global_avg_pool2d", "interpolate",

@@ -5,7 +5,7 @@ from ..backend import get_array_module
 from ..tensor import Function, Tensor, get_rng
 from . import math as M
 
-__all__ = ["relu", "relu6", "leaky_relu", "sigmoid", "logsigmoid", "tanh", "softplus", "silu",
+__all__ = ["erf", "relu", "relu6", "leaky_relu", "sigmoid", "logsigmoid", "tanh", "softplus", "silu",
            "gelu", "hardswish", "hardsigmoid", "elu", "softmax", "log_softmax", "dropout",
            "linear", "layer_norm", "embedding", "mse_loss", "l1_loss", "binary_cross_entropy",
            "binary_cross_entropy_with_logits", "gaussian_nll_loss", "kl_normal", "smooth_l1_loss", "hardtanh"]
@@ -18,6 +18,16 @@ def _erf(xp, x):
     else:
         from cupyx.scipy.special import erf
     return erf(x)
+
+
+class Erf(Function):
+    """y = erf(x);  dx = g 2/sqrt(pi) e^(-x^2)"""
+    def forward(self, x):
+        self.x = x
+        return _erf(get_array_module(x), x)
+
+    def backward(self, g):
+        return g * (2 / math.sqrt(math.pi)) * get_array_module(g).exp(-self.x * self.x)
 
 
 class ReLU(Function):
@@ -269,6 +279,11 @@ class Embedding(Function):
 
 
 # ---- activations -------------------------------------------------------------
+def erf(x):
+    """the error function 2/sqrt(pi) int_0^x e^(-t^2) dt"""
+    return Erf.apply(x)
+
+
 def relu(x):
     """max(x, 0)"""
     return ReLU.apply(x)

@@ -63,7 +63,6 @@ import numpy
 from .. import functional as F
 from ..backend import get_array_module, to_cpu
 from ..data import DataLoader
-from ..data import transforms as T
 from ..maps import upsample
 from ..nn import (BatchNorm2d, Conv2d, ConvTranspose2d, Flatten, Linear, Module, ReLU, Sequential, Sigmoid,
                   Unflatten)

@@ -1,6 +1,5 @@
 """npad.data.mvtec and folder datasets on tiny hand-made trees (and BSData when available)."""
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np

@@ -1,6 +1,5 @@
 """npad.data.synthetic: layout, determinism, exact masks, atomic cache, confetti noise."""
 import hashlib
-import os
 
 import numpy as np
 import pytest

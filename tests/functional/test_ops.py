@@ -87,6 +87,7 @@ UNARY = [
      lambda a: np.pad(a, ((0, 0), (2, 0), (3, 1)), mode="edge")),
     ("pad_circular", (2, 3, 4), lambda a: F.pad(a, (1, 2), mode="circular"),
      lambda a: np.pad(a, ((0, 0), (0, 0), (1, 2)), mode="wrap")),
+    ("erf", (3, 4), F.erf, erf),
     ("relu", (3, 4), F.relu, lambda a: np.maximum(a, 0)),
     ("relu6", (3, 4), lambda a: F.relu6(a * 4), lambda a: np.clip(a * 4, 0, 6)),
     ("leaky_relu", (3, 4), lambda a: F.leaky_relu(a, 0.2), lambda a: np.where(a > 0, a, 0.2 * a)),
