@@ -163,12 +163,12 @@ def main(argv=None):
               ("(d) FAVAE score", "sum of the anomaly map (higher: anomalous)", fa)]
     fig = figure(out / "toy_scores.png", {k: test[k][0, 0] for k in KINDS}, panels)
 
-    print("\nmean score per distribution (ordering, most normal first):")
+    print("\nmean score per distribution, ranked by the score from most normal to most anomalous:")
     for title, _, s in panels:
         sign = -1 if "likelihood" in title else 1
         order = sorted(KINDS, key=lambda k: sign * float(numpy.mean(s[k])))
         means = ", ".join(f"{k} {numpy.mean(s[k]):.4g}" for k in KINDS)
-        print(f"  {title}: {' < '.join(order)}   ({means})")
+        print(f"  {title}: {' -> '.join(order)}   ({means})")
     a_b, s_b = 1 - vs_normal(elbo, "anomaly"), 1 - vs_normal(elbo, "shuffled")
     a_c, s_c = vs_normal(typ, "anomaly"), vs_normal(typ, "shuffled")
     a_d, s_d = vs_normal(fa, "anomaly"), vs_normal(fa, "shuffled")
