@@ -8,7 +8,6 @@ import numpy
 import pytest
 from PIL import Image
 
-import npad
 from npad import functional as F
 from npad.data import MVTecDataset
 from npad.methods import adtr as adtr_module
