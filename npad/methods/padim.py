@@ -59,7 +59,7 @@ class PaDiM(AnomalyModel):
             e = e.reshape(e.shape[0], e.shape[1], -1).transpose(2, 0, 1)       # P x B x d
             n += e.shape[1]
             s1 = s1 + e.sum(1)                                                  # P x d
-            s2 = s2 + numpy.einsum("pbi,pbj->pij", e, e)                        # P x d x d
+            s2 = s2 + e.transpose(0, 2, 1) @ e                                  # P x d x d (batched GEMM)
         if n < 2:
             raise ValueError(f"PaDiM needs at least 2 training images, got {n}")
         mean = s1 / n
@@ -78,7 +78,7 @@ class PaDiM(AnomalyModel):
         e = self._embed(images)                                                  # N x d x h x w
         N, d, h, w = e.shape
         diff = e.reshape(N, d, -1).transpose(2, 0, 1) - self.mean[:, None]      # P x N x d
-        m = numpy.einsum("pni,pij,pnj->pn", diff, self.inv_cov, diff)           # P x N
+        m = ((diff @ self.inv_cov) * diff).sum(-1)                               # P x N
         return {"dist": numpy.sqrt(numpy.maximum(m, 0)).T.reshape(N, h, w)}
 
     def _maps(self, stats, reference=None):
