@@ -24,6 +24,11 @@ training images are rotated randomly by up to +-5 degrees.
 
 Reported (paper Table 2/3, MVTec AD, WRN-50-2, 512x512 px): 98.26 image AUROC, 98.62 pixel
 AUROC, 94.60 AUPRO (mean of 15 categories).
+
+npad, quick budget (8 meta-epochs, lr 6e-3), EfficientNet-Lite0 at 256 px, on the embedded
+synthetic dataset: gear 98.2 / 99.0 / 97.6 and weave 95.4 / 98.3 / 96.1 (image AUROC / pixel
+AUROC / AUPRO). Two npad choices differ from the authors' code: fibers are standardised per
+channel before the flow (``standardize``), and the quick budget uses a larger learning rate.
 """
 import time
 
