@@ -15,7 +15,7 @@ traversal and the per-dimension attention maps.
                                                                  # metric 800 + 800 votes (days on a CPU)
     python examples/disentangle_dsprites.py --iterations 300000  # any budget
 
-Default budget (about 30 minutes on 2 shared CPU cores for one seed, both models): 3000
+Default budget, one seed, both models: 3000
 iterations at batch 64 (1 % of the paper's 3e5: an early-training comparison only), the VAE at
 half width (16-16-32-32-64 channels; ``--width 1`` is the paper's network, twice the time per
 iteration), a smaller discriminator (4 x 256), learning rates raised to 1e-3 (at 1e-4 the VAE
@@ -23,6 +23,13 @@ does not leave the mean-image plateau within this budget); the metric as in the 
 votes of L = 100 images, standard deviations from 10000 images; about a minute per model).
 ``--paper`` restores Kim and Mnih's settings for training too (width 1, 6 x 1000 discriminator,
 lr 1e-4, 3e5 iterations).
+
+Measured (this repository's shared 2-core machine, load average 3-9 from other jobs, two
+seeds running side by side for most of it): FactorVAE 1239 s of training, AD-FactorVAE 1292 s,
+metric 50-130 s each, 45 minutes in all for seed 0; alone on two free cores expect about 20-25
+minutes (AD-FactorVAE's loss costs about as much again as a FactorVAE step at width 0.5: ten
+backward passes through the encoder head and 45 map pairs at 64 x 64). First result (seed 0):
+FactorVAE 0.672, AD-FactorVAE 0.619 (lambda 1); seed 1 FactorVAE 0.639.
 
 Seeds can be split over processes (``--first-seed 1 --seeds 1 --out runs/s1``, ...) and the
 summaries combined: ``--combine runs/s0 runs/s1 runs/s2``.
