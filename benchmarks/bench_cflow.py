@@ -73,11 +73,18 @@ def torch_step(torch, channels):
 
 
 def main():
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=os.cpu_count(),
+                    help="BLAS and torch threads (1 gives steadier ratios on a shared machine)")
+    threads = ap.parse_args().threads
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(threads)
     torch = torch_or_none()
     print(blas_info())
-    print(f"NumPy float32 matmul: {matmul_gflops():.1f} GFLOP/s")
+    print(f"NumPy float32 matmul: {matmul_gflops():.1f} GFLOP/s; {threads} thread(s) for npad and torch")
     if torch:
-        torch.set_num_threads(os.cpu_count())
+        torch.set_num_threads(threads)
     print(f"{'decoder width':>14} {'npad fibers/s':>14} {'torch fibers/s':>15} {'npad/torch':>10}")
     for ch in (24, 40, 112):
         t = best_time(npad_step(ch), repeat=3)
