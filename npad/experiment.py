@@ -114,7 +114,7 @@ def _pictures(folder, test, res, ev, args):
     if ds.transform is None:
         from .data import transforms as T
         ds = MVTecDataset(test.root, test.category if test.category_dir != test.root else None, "test",
-                          transform=T.Resize(res.maps.shape[-1]))
+                          transform=T.Resize(tuple(res.maps.shape[-2:])))
     items = [ds[int(i)] for i in idx]
     images = numpy.stack([it["image"] for it in items])
     masks = numpy.stack([it["mask"][0] for it in items])

@@ -137,9 +137,10 @@ class ADTR(AnomalyModel):
         self.net.eval()
         self._train_ds = None
         self._norm = None                 # (mean, std), 1 x C x 1 x 1, with standardize=True
+
     def train_transform(self):
         c = self.config
-        steps = [T.Resize(c["input_size"])]
+        steps = [self.eval_transform()]   # square, as every method's (base.AnomalyModel)
         if c["rotation"]:
             steps.append(T.RandomRotation(c["rotation"]))
         if c["hflip"]:

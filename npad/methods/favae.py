@@ -404,13 +404,15 @@ class FAVAE(AnomalyModel):
 
     def eval_transform(self):
         c = self.config
-        return T.Resize(c["texture_size"] if self._is_texture() else c["input_size"])
+        s = c["texture_size"] if self._is_texture() else c["input_size"]
+        return T.Resize((s, s))                  # square: an int would resize only the shorter side
 
     def train_transform(self):
         c = self.config
         if self._is_texture():
-            return T.Compose([T.Resize(c["texture_size"]), T.RandomCrop(c["input_size"])], seed=c["seed"])
-        return T.Compose([T.Resize(c["input_size"]), T.RandomRotation(c["rotation"], padding_mode="reflect"),
+            t = c["texture_size"]
+            return T.Compose([T.Resize((t, t)), T.RandomCrop(c["input_size"])], seed=c["seed"])
+        return T.Compose([self.eval_transform(), T.RandomRotation(c["rotation"], padding_mode="reflect"),
                           _RandomShift(c["translation"])], seed=c["seed"])
 
     def _features(self, x):
