@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .io import atomic_write
 
 __all__ = [
@@ -37,8 +38,6 @@ __all__ = [
     "score_histogram",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # matplotlib's _jet_data: (x, y) breakpoints per channel
 _JET = {
