@@ -11,18 +11,11 @@ import numpy
 
 from ..backend import get_array_module
 from ..tensor import Function
+from .conv import _pair
 from .shape import scatter_add
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "global_avg_pool2d", "interpolate",
            "upsample", "batch_norm", "group_norm", "instance_norm"]
-
-
-def _pair(v, name="value"):
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"{name} must be an int or a pair, got {v!r}")
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
 
 
 def _pool_size(n, k, s, p, d, ceil_mode):
