@@ -5,14 +5,26 @@ runs on both. The device that new tensors are made on is chosen by
 ``set_device("cpu" | "cuda")`` or the environment variable ``NPAD_DEVICE``.
 CuPy is imported lazily; if it was asked for and cannot be used, the error says
 why (the original import error is kept as ``__cause__``).
+
+NumPy's own loops (copies, einsum, elementwise ops) run on one core while BLAS
+uses all of them. ``parallel_over(n, fn)`` splits the few memory-bound loops of
+the convolutions over a pool of threads (NumPy releases the GIL inside them);
+the thread count is ``set_num_threads(n)`` or, by default, the first of
+``NPAD_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``OMP_NUM_THREADS`` that is set,
+else the CPUs this process may use, so a job limited to one BLAS thread stays on
+one core.
 """
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy
 
 _cupy = None            # the cupy module once imported
 _cupy_error = None      # why importing cupy failed, kept for later messages
 _device = None          # "cpu" or "cuda", resolved lazily from NPAD_DEVICE
+_threads = None         # threads of parallel_over, resolved lazily from the environment
+_pool = None            # the ThreadPoolExecutor behind parallel_over
 
 
 def _import_cupy():
@@ -113,3 +125,47 @@ def to_gpu(a):
 def to_device(a, device):
     """``a`` moved to ``device`` ("cpu" or "cuda")."""
     return to_gpu(a) if _check_device(device) == "cuda" else to_cpu(a)
+
+
+def get_num_threads():
+    """Threads used by ``parallel_over`` (see the module docstring for the default)."""
+    global _threads
+    if _threads is None:
+        for var in ("NPAD_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+            value = os.environ.get(var, "").strip()
+            if value:
+                try:
+                    _threads = max(1, int(value.split(",")[0]))
+                except ValueError:
+                    raise ValueError(f"{var}={value!r} is not a thread count") from None
+                break
+        else:
+            _threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return _threads
+
+
+def set_num_threads(n):
+    """Use ``n`` threads in ``parallel_over`` (1: everything runs in the calling thread)."""
+    global _threads, _pool
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"set_num_threads: need at least one thread, got {n}")
+    if _pool is not None and n != _threads:
+        _pool.shutdown(wait=True)
+        _pool = None
+    _threads = n
+
+
+def parallel_over(n, fn, xp=numpy):
+    """Call ``fn(slice)`` on contiguous slices covering range(n), one per thread, and wait.
+    ``fn`` must write disjoint outputs; results are returned in order. On CuPy, with one
+    thread, with n < 2 or when called from one of the pool's threads, it is one call
+    ``fn(slice(0, n))``."""
+    global _pool
+    k = min(get_num_threads(), n)
+    if k < 2 or xp is not numpy or threading.current_thread().name.startswith("npad-pool"):
+        return [fn(slice(0, n))]
+    if _pool is None:
+        _pool = ThreadPoolExecutor(get_num_threads(), thread_name_prefix="npad-pool")
+    bounds = [n * i // k for i in range(k + 1)]
+    return list(_pool.map(fn, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))

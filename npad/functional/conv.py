@@ -24,7 +24,7 @@ slices. ``conv_transpose2d`` is the same pair of maps with the roles swapped.
 
 import numpy
 
-from ..backend import get_array_module
+from ..backend import get_array_module, parallel_over
 from ..tensor import Function, is_grad_enabled
 
 __all__ = ["conv2d", "conv_transpose2d", "im2col", "col2im", "conv_output_size"]
@@ -74,8 +74,8 @@ def _pad_nhwc(x, pads, layout_nchw=True):
     xp = get_array_module(x)
     t, b, l, r = pads
     B, C, H, W = x.shape
-    if not (t or b or l or r):
-        return xp.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    if not (t or b or l or r) and _is_channels_last(x):
+        return x.transpose(0, 2, 3, 1)
     xh = xp.empty((B, H + t + b, W + l + r, C), x.dtype)
     if t:
         xh[:, :t] = 0
@@ -85,7 +85,10 @@ def _pad_nhwc(x, pads, layout_nchw=True):
         xh[:, t:t + H, :l] = 0
     if r:
         xh[:, t:t + H, W + l:] = 0
-    xh[:, t:t + H, l:l + W] = x.transpose(0, 2, 3, 1)
+
+    def copy(s):  # the layout change is a strided copy: split over the batch
+        xh[s, t:t + H, l:l + W] = x[s].transpose(0, 2, 3, 1)
+    parallel_over(B, copy, xp)
     return xh
 
 
@@ -106,10 +109,25 @@ def col2im(cols, padded_shape, stride, dilation):
     xp = get_array_module(cols)
     B, ho, wo, kh, kw = cols.shape[:5]
     (sh, sw), (dh, dw) = stride, dilation
-    out = xp.zeros(padded_shape, cols.dtype)
-    for p in range(kh):
-        for q in range(kw):
-            out[:, p * dh: p * dh + sh * (ho - 1) + 1: sh, q * dw: q * dw + sw * (wo - 1) + 1: sw] += cols[:, :, :, p, q]
+    out = xp.empty(padded_shape, cols.dtype)
+
+    def add(s):  # one thread per batch slice
+        out[s] = 0
+        for p in range(kh):
+            for q in range(kw):
+                out[s, p * dh: p * dh + sh * (ho - 1) + 1: sh, q * dw: q * dw + sw * (wo - 1) + 1: sw] += cols[s, :, :, p, q]
+    parallel_over(B, add, xp)
+    return out
+
+
+def _copy(v):
+    """A C-contiguous copy of ``v`` (the im2col copy), split over the batch axis in threads."""
+    xp = get_array_module(v)
+    out = xp.empty(v.shape, v.dtype)
+
+    def copy(s):
+        out[s] = v[s]
+    parallel_over(v.shape[0], copy, xp)
     return out
 
 
@@ -159,7 +177,9 @@ class Conv2d(Function):
             v = im2col(xh, (KH, KW), stride, dilation, (ho, wo))        # B x Ho x Wo x KH x KW x C (view)
             if m == 1 and xp is numpy:
                 # one pass: einsum reads the KH x KW neighbours from cache for each output element
-                y = numpy.einsum("bijpqc,pqc->bijc", v, numpy.ascontiguousarray(wk[:, 0].T).reshape(KH, KW, C))
+                wq = numpy.ascontiguousarray(wk[:, 0].T).reshape(KH, KW, C)
+                y = numpy.empty((B, ho, wo, C), x.dtype)
+                parallel_over(B, lambda s: numpy.einsum("bijpqc,pqc->bijc", v[s], wq, out=y[s]))
             elif m == 1:
                 y = xp.empty((B, ho, wo, C), x.dtype)
                 tmp = xp.empty_like(y)
@@ -190,9 +210,8 @@ class Conv2d(Function):
             self.cols = cols if keep_cols else None
             self.own = not xp.may_share_memory(cols, x)
         else:
-            xh = _pad_nhwc(x, pads)
-            cols = im2col(xh, (KH, KW), stride, dilation, (ho, wo)).reshape(N, KH * KW * C)  # the copy
-            del xh
+            v = im2col(_pad_nhwc(x, pads), (KH, KW), stride, dilation, (ho, wo))  # B x Ho x Wo x KH x KW x C
+            cols = _copy(v).reshape(N, KH * KW * C)                     # the im2col copy
             wm = w.transpose(2, 3, 1, 0).reshape(KH * KW * C, O)
             y = cols @ wm                                               # (B*Ho*Wo) x O, one GEMM
             y = _nchw(y.reshape(B, ho, wo, O))
@@ -248,7 +267,8 @@ class Conv2d(Function):
                 gh = gh.reshape(B, ho, wo, C, m)
             if nw and m == 1 and xp is numpy:
                 v = im2col(self.xh, (KH, KW), self.stride, self.dilation, (ho, wo))
-                gwk = numpy.einsum("bijpqc,bijc->pqc", v, numpy.ascontiguousarray(gh[..., 0]))  # 'pqc' order: fast
+                g0 = _copy(gh[..., 0])                                  # B x Ho x Wo x C contiguous
+                gwk = sum(parallel_over(B, lambda s: numpy.einsum("bijpqc,bijc->pqc", v[s], g0[s])))  # per-thread partial sums
                 gw = gwk.transpose(2, 0, 1).reshape(w.shape)
             elif nw:
                 v = im2col(self.xh, (KH, KW), self.stride, self.dilation, (ho, wo))
@@ -264,7 +284,9 @@ class Conv2d(Function):
                 gp = numpy.zeros((B, ho + 2 * eh, wo + 2 * ew, C), gy.dtype)
                 gp[:, eh:eh + ho, ew:ew + wo] = gh[..., 0]
                 wf = numpy.ascontiguousarray(w.reshape(C, KH, KW)[:, ::-1, ::-1].transpose(1, 2, 0))
-                full = numpy.einsum("bijpqc,pqc->bijc", im2col(gp, (KH, KW), (1, 1), (dh, dw), (ho + eh, wo + ew)), wf)
+                vg = im2col(gp, (KH, KW), (1, 1), (dh, dw), (ho + eh, wo + ew))
+                full = numpy.empty((B, ho + eh, wo + ew, C), gy.dtype)
+                parallel_over(B, lambda s: numpy.einsum("bijpqc,pqc->bijc", vg[s], wf, out=full[s]))
                 gxh = numpy.zeros((B, Hp, Wp, C), gy.dtype) if (ho + eh, wo + ew) != (Hp, Wp) else full
                 if gxh is not full:
                     gxh[:, :ho + eh, :wo + ew] = full
