@@ -9,8 +9,14 @@ Prints image AUROC, pixel AUROC and AUPRO per category and writes heatmap panels
 histograms, results.md / results.csv and the trained models under --out.  Textures (MVTec's
 carpet, grid, leather, tile, wood and the synthetic weave) are trained on random patches of
 the image resized to --texture-size and scored by tiling; objects are resized to --size.
-The quick setting (default) trains 64 px patches/images for a few minutes per category;
+The quick setting (default) trains 64 px patches/images (12 epochs of 200 samples) per category;
 --full is the paper's 128 px setting.
+
+Measured on the idle 2-core machine (2026-12-01, OpenBLAS SkylakeX, 2 threads), synthetic set:
+FAVAE 67 s wall in all (about 30 s of training per category), mean image / pixel AUROC / AUPRO
+60.1 / 86.8 / 61.0; ``--features none`` (vanilla gamma-VAE) 54 s, 57.7 / 80.9 / 57.5. FAVAE beats
+the vanilla VAE on pixel AUROC by 5.9 points (gear 91.5 vs 93.5, weave 82.0 vs 68.3). On
+bsdata_pitting at ``--size 256``: FAVAE 89.2 / 86.3 / 47.0, vanilla VAE 88.5 / 77.7 / 35.0.
 """
 import sys
 from pathlib import Path

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import functional as F
-from .backend import get_array_module, to_cpu
+from .backend import get_array_module, parallel_over, to_cpu
 from .nn.module import Module, Parameter
 from .tensor import Tensor, is_grad_enabled, no_grad
 
@@ -143,18 +143,31 @@ def _clip(n, x, lo=None, hi=None):
     if _isint(x):
         return _wrap(_xp(x).clip(x.data, lo, hi))
     if not _grad(x):   # maximum/minimum: several times faster than clip on strided arrays
-        xp, y = _xp(x), x.data
-        if lo is not None:
-            y = xp.maximum(y, lo, out=_out(n, 0, x))
-        if hi is not None:
-            y = xp.minimum(y, hi, out=y if (lo is not None or 0 in n.inplace) else None)
-        return _wrap(y)
+        return _wrap(_bounded(n, x, lo, hi))
     return F.clamp(x, lo, hi)
+
+
+def _bounded(n, x, lo, hi):
+    """min(max(x, lo), hi) without a graph, in place when x dies here, split over the batch in threads."""
+    xp, y = _xp(x), x.data
+    if y.ndim == 0 or (lo is None and hi is None):
+        return xp.clip(y, lo, hi)
+    out = _out(n, 0, x)
+    out = xp.empty_like(y) if out is None else out
+
+    def bound(s):
+        r = y[s]
+        if lo is not None:
+            r = xp.maximum(r, lo, out=out[s])
+        if hi is not None:
+            xp.minimum(r, hi, out=out[s])
+    parallel_over(y.shape[0], bound, xp)
+    return out
 
 
 def _relu(n, x):
     if not _grad(x):
-        return _wrap(_xp(x).maximum(x.data, 0, out=_out(n, 0, x)))
+        return _wrap(_bounded(n, x, 0, None))
     return F.relu(x)
 
 

@@ -8,12 +8,22 @@ as (KH*KW*C) x O gives the output rows (B*Ho*Wo) x O, which is returned as an
 NCHW *view* of that channels-last memory (no copy; elementwise ops keep that
 layout and the next conv's channels-last copy of it is a plain contiguous copy).
 
+* vertical stride 1 (most 3x3 convolutions): the copy is over the kernel *row* only,
+  rows = B x Hp x Wo x KW x C (a third of the full im2col at 3x3), and the output is
+  KH batched GEMMs on that buffer shifted by p * dilation image rows, summed:
+  y[b, i, j] = sum_p rows[b, i + p dh, j] @ W[p]. Less memory traffic, one third of
+  the buffer kept for backward.
 * 1x1 convolutions (stride 1, no padding) are a plain matmul on the input
   with no im2col copy: channels-last inputs are a (B*H*W) x C matrix already,
   contiguous NCHW inputs go through one broadcast matmul O x C @ B x C x (H*W).
 * grouped convolutions: one batched matmul over the groups (g x N x K @ g x K x Og).
-* depthwise (groups == C): a loop over the KH x KW kernel offsets with an
-  elementwise multiply-add on strided slices (fastest on the CPU).
+* depthwise (groups == C): on NumPy one einsum over the strided view (it reads
+  the KH x KW neighbours from cache), on CuPy a loop over the kernel offsets with
+  a multiply-add on strided slices.
+
+NumPy's copies and einsums run on one core; the im2col copies, the layout change,
+col2im and the depthwise einsums are split over the batch in threads
+(``npad.backend.parallel_over``; NumPy releases the GIL inside them).
 
 Backward goes through the same machinery: dW = cols^T @ dY (the forward's
 im2col buffer is the only one kept, and only when the weight needs a
@@ -160,7 +170,8 @@ class Conv2d(Function):
         self.w = w
         N = B * ho * wo
         self.mode = ("depthwise" if groups == C and groups > 1 else "grouped" if groups > 1
-                     else "1x1" if KH == KW == 1 and stride == (1, 1) and not any(pads) else "gemm")
+                     else "1x1" if KH == KW == 1 and stride == (1, 1) and not any(pads)
+                     else "rows" if KH > 1 and stride[0] == 1 else "gemm")
         if self.mode == "1x1":
             if _is_channels_last(x):
                 xm = x.transpose(0, 2, 3, 1).reshape(N, C)           # (B*H*W) x C, a view
@@ -199,6 +210,19 @@ class Conv2d(Function):
                 y = y.reshape(B, ho, wo, O)
             self.xh = xh if keep_cols else None
             y = _nchw(y)
+        elif self.mode == "rows":
+            # vertical stride 1: im2col over the kernel *row* only (KW x C columns per padded input
+            # row, a third of the full im2col at 3x3), then one GEMM per kernel row p on the rows
+            # shifted by p dh image rows: y[b, i, j] = sum_p rows[b, i + p dh, j] @ W[p]
+            Hp = H + t + b
+            xh = _pad_nhwc(x, pads)                                     # B x Hp x Wp x C
+            s0, s1, s2, s3 = xh.strides
+            v = xp.lib.stride_tricks.as_strided(xh, (B, Hp, wo, KW, C), (s0, s1, s2 * stride[1], s2 * dilation[1], s3))
+            rows = _copy(v).reshape(B, Hp * wo, KW * C)                 # the (smaller) im2col copy
+            wr = w.transpose(2, 3, 1, 0).reshape(KH, KW * C, O)         # KH x (KW C) x O
+            y = self._row_gemms(rows, wr, ho * wo, dilation[0] * wo)    # B x (Ho Wo) x O
+            y = _nchw(y.reshape(B, ho, wo, O))
+            self.cols, self.own = (rows if keep_cols else None), True
         elif self.mode == "grouped":
             g, Og = groups, O // groups
             xh = _pad_nhwc(x, pads).reshape(B, H + t + b, W + l + r, g, Cg)
@@ -219,6 +243,21 @@ class Conv2d(Function):
             self.own = not xp.may_share_memory(cols, x)
         if bias:
             y += bias[0].reshape(1, O, 1, 1)
+        return y
+
+    @staticmethod
+    def _row_gemms(a, wr, n, step, out=None):
+        """sum_p a[:, p step : p step + n] @ wr[p] for p < len(wr): a B x R x K (rows shifted by
+        p step), wr P x K x O; one batched matmul per p, accumulated in threads over the batch."""
+        xp = get_array_module(a)
+        y = xp.matmul(a[:, :n], wr[0], out=out)
+        tmp = xp.empty_like(y)
+        for p in range(1, len(wr)):
+            xp.matmul(a[:, p * step: p * step + n], wr[p], out=tmp)
+
+            def add(s):
+                y[s] += tmp[s]
+            parallel_over(y.shape[0], add, xp)
         return y
 
     def _reusable_cols(self, gy):
@@ -304,6 +343,33 @@ class Conv2d(Function):
                         sl += tmp
                     else:
                         sl += (gh * wt[k]).sum(axis=-1)
+                gx = _nchw(gxh[:, t:t + H, l:l + W])
+            return gx, gw, gb
+        if self.mode == "rows":
+            step, n = self.dilation[0] * wo, ho * wo
+            gm = gh.reshape(B, n, O)                                    # copies unless gy is channels-last
+            if nw:  # dW[p] = sum_b rows_p^T dY
+                gwr = xp.stack([xp.matmul(self.cols[:, p * step: p * step + n].transpose(0, 2, 1), gm).sum(axis=0)
+                                for p in range(KH)])                    # KH x (KW C) x O
+                gw = gwr.reshape(KH, KW, C, O).transpose(3, 2, 0, 1)
+            if nx:  # dRows[:, p step + m] += dY[:, m] W[p]^T, then col2im over the kernel row
+                wrt = w.transpose(2, 0, 3, 1).reshape(KH, O, KW * C)     # KH x O x (KW C)
+                gr = self._reusable_cols(gy)
+                gr = xp.empty((B, Hp * wo, KW * C), gy.dtype) if gr is None else gr
+                gr[:, n:] = 0                                           # B x (Hp Wo) x (KW C)
+                if xp is numpy:
+                    xp.matmul(gm, wrt[0], out=gr[:, :n])                # a strided out: NumPy only
+                else:
+                    gr[:, :n] = xp.matmul(gm, wrt[0])
+                tmp = xp.empty((B, n, KW * C), gy.dtype)
+                for p in range(1, KH):
+                    xp.matmul(gm, wrt[p], out=tmp)
+                    sl = gr[:, p * step: p * step + n]                  # ends at Hp Wo: Hp = Ho + dh (KH - 1)
+
+                    def add(s):
+                        sl[s] += tmp[s]
+                    parallel_over(B, add, xp)
+                gxh = col2im(gr.reshape(B, Hp, wo, 1, KW, C), (B, Hp, Wp, C), (1, self.stride[1]), (1, self.dilation[1]))
                 gx = _nchw(gxh[:, t:t + H, l:l + W])
             return gx, gw, gb
         if self.mode == "grouped":

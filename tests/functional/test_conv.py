@@ -33,6 +33,7 @@ CONV_GRID = [
     (1, 2, 5, 6, 3, (3, 3), 1, "valid", 1, 1),
     (1, 2, 5, 6, 3, (3, 2), 1, ((2, 0), (1, 3)), 1, 1),   # asymmetric
     (1, 2, 5, 6, 3, (3, 2), 2, (0, 1, 2, 1), 1, 1),       # asymmetric, F.pad order
+    (2, 3, 7, 8, 2, (3, 2), (1, 2), 1, (2, 1), 1),        # kernel-row GEMMs, horizontal stride, dilated
 ]
 
 
@@ -186,3 +187,41 @@ def test_backward_twice_with_retain_graph():
     y.backward()
     numpy.testing.assert_allclose(x.grad.numpy(), 2 * gx, rtol=1e-5)
     numpy.testing.assert_allclose(w.grad.numpy(), 2 * gw, rtol=1e-5)
+
+
+def test_threads_give_the_same_result():
+    """The threaded copies and einsums (npad.backend.parallel_over) match one thread exactly."""
+    from npad import backend
+    x = _r(3, 5, 9, 8).astype("float32")
+    cases = ((_r(4, 5, 3, 3), 1, 1), (_r(5, 1, 3, 3), 5, 2), (_r(4, 5, 3, 3), 1, 2))
+    before = backend.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            backend.set_num_threads(n)
+            res = []
+            for w, g, s in cases:
+                xt, wt = Tensor(x, requires_grad=True), Tensor(w.astype("float32"), requires_grad=True)
+                y = F.conv2d(xt, wt, stride=s, padding=1, groups=g)
+                y.backward(numpy.ones(y.shape, "float32"))
+                res += [numpy.array(t) for t in (y.data, getattr(xt.grad, "data", xt.grad), getattr(wt.grad, "data", wt.grad))]
+            outs.append(res)
+    finally:
+        backend.set_num_threads(before)
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            numpy.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)
+
+
+def test_parallel_over_covers_the_range_in_order():
+    from npad import backend
+    before = backend.get_num_threads()
+    try:
+        backend.set_num_threads(3)
+        parts = backend.parallel_over(10, lambda s: list(range(10))[s])
+        assert sum(parts, []) == list(range(10)) and len(parts) == 3
+        assert backend.parallel_over(1, lambda s: (s.start, s.stop)) == [(0, 1)]
+        with pytest.raises(ValueError, match="at least one thread"):
+            backend.set_num_threads(0)
+    finally:
+        backend.set_num_threads(before)
