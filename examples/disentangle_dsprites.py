@@ -24,12 +24,20 @@ votes of L = 100 images, standard deviations from 10000 images; about a minute p
 ``--paper`` restores Kim and Mnih's settings for training too (width 1, 6 x 1000 discriminator,
 lr 1e-4, 3e5 iterations).
 
-Measured (this repository's shared 2-core machine, load average 3-9 from other jobs, two
-seeds running side by side for most of it): FactorVAE 1239 s of training, AD-FactorVAE 1292 s,
-metric 50-130 s each, 45 minutes in all for seed 0; alone on two free cores expect about 20-25
-minutes (AD-FactorVAE's loss costs about as much again as a FactorVAE step at width 0.5: ten
-backward passes through the encoder head and 45 map pairs at 64 x 64). First result (seed 0):
-FactorVAE 0.672, AD-FactorVAE 0.619 (lambda 1); seed 1 FactorVAE 0.639.
+Measured on the idle 2-core machine (2026-12-01, OpenBLAS SkylakeX, 2 threads), seed 1 at the
+default budget: FactorVAE 431 s of training + 48 s metric, AD-FactorVAE 955 s + 52 s (its loss
+costs about as much again as a FactorVAE step at width 0.5: ten backward passes through the
+encoder head and 45 map pairs at 64 x 64); 1486 s = 24.8 minutes wall in all. Results, three seeds
+(seeds 0 and 2 ran with one BLAS thread beside other jobs and before the latest convolution
+changes; scores do not depend on either: seed 1's FactorVAE gave 0.639 both before and after):
+
+    FactorVAE     0.675 +- 0.038   (0.672, 0.639, 0.715)
+    AD-FactorVAE  0.616 +- 0.043   (0.619, 0.573, 0.657)
+    AD - Factor   -0.059 +- 0.006  (-0.054, -0.066, -0.057; vote noise of one score <= 0.018)
+
+At this budget (1 % of the paper's iterations, lambda 1) the attention disentanglement loss makes
+the latent space *less* disentangled on every seed; the claim is not supported here. Whether it
+holds at the paper's 3e5 iterations (``--paper``) is untested.
 
 Seeds can be split over processes (``--first-seed 1 --seeds 1 --out runs/s1``, ...) and the
 summaries combined: ``--combine runs/s0 runs/s1 runs/s2``.
