@@ -31,6 +31,11 @@ SHAPES = [
     ("resnet 1x1 256->64@56", 256, 56, 64, 1, 1, 1),
     ("effnet dw 3x3 144@56", 144, 56, 144, 3, 1, 144),
     ("effnet dw 5x5 240@28", 240, 28, 240, 5, 1, 240),
+    # channels-last inputs and gradients, as inside a network (npad's convs return channels-last
+    # memory; torch gets the same strides, i.e. torch.channels_last)
+    ("effnet dw 3x3 144@56 ch-last", 144, 56, 144, 3, 1, 144, True),
+    ("effnet dw 5x5 240@28 ch-last", 240, 28, 240, 5, 1, 240, True),
+    ("resnet 3x3 64@56 ch-last", 64, 56, 64, 3, 1, 1, True),
 ]
 BATCH = 8
 
@@ -62,6 +67,11 @@ def blas_info():
         return "threadpoolctl not installed"
 
 
+def _channels_last(a):
+    """The same NCHW array stored B x H x W x C (torch.channels_last strides)."""
+    return numpy.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="shorter timing budget")
@@ -88,8 +98,11 @@ def main():
     print("-" * len(hdr))
     rng = numpy.random.default_rng(0)
     rows = []
-    for name, C, H, O, k, s, g in SHAPES:
+    for name, C, H, O, k, s, g, *layout in SHAPES:
+        channels_last = bool(layout and layout[0])
         x = rng.standard_normal((BATCH, C, H, H)).astype(numpy.float32)
+        if channels_last:
+            x = _channels_last(x)
         w = (rng.standard_normal((O, C // g, k, k)) * 0.1).astype(numpy.float32)
         p = k // 2
         Ho = (H + 2 * p - k) // s + 1
@@ -102,6 +115,8 @@ def main():
                 return F.conv2d(xt, wt, None, s, p, 1, g)
 
         gy = numpy.ones((BATCH, O, Ho, Ho), numpy.float32)
+        if channels_last:
+            gy = _channels_last(gy)
 
         def fwd_bwd():
             xg.grad = wt.grad = None
@@ -115,7 +130,7 @@ def main():
         tt = ttb = None
         if torch is not None:
             X, W = torch.from_numpy(x), torch.from_numpy(w).requires_grad_()
-            XG = torch.from_numpy(x.copy()).requires_grad_()
+            XG = torch.from_numpy(x.copy(order="K")).requires_grad_()
             GY = torch.from_numpy(gy)
 
             def tfwd():
