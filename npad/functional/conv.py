@@ -306,7 +306,8 @@ class Conv2d(Function):
                 gh = gh.reshape(B, ho, wo, C, m)
             if nw and m == 1 and xp is numpy:
                 v = im2col(self.xh, (KH, KW), self.stride, self.dilation, (ho, wo))
-                g0 = _copy(gh[..., 0])                                  # B x Ho x Wo x C contiguous
+                g0 = gh[..., 0]                                         # B x Ho x Wo x C, made contiguous
+                g0 = g0 if g0.flags.c_contiguous else _copy(g0)
                 gwk = sum(parallel_over(B, lambda s: numpy.einsum("bijpqc,bijc->pqc", v[s], g0[s])))  # per-thread partial sums
                 gw = gwk.transpose(2, 0, 1).reshape(w.shape)
             elif nw:
@@ -320,8 +321,7 @@ class Conv2d(Function):
                 # dX = full correlation of dY with the flipped kernel: one einsum over a strided view
                 dh, dw = self.dilation
                 eh, ew = dh * (KH - 1), dw * (KW - 1)
-                gp = numpy.zeros((B, ho + 2 * eh, wo + 2 * ew, C), gy.dtype)
-                gp[:, eh:eh + ho, ew:ew + wo] = gh[..., 0]
+                gp = _pad_nhwc(gy, (eh, eh, ew, ew))                    # B x (Ho + 2 eh) x (Wo + 2 ew) x C
                 wf = numpy.ascontiguousarray(w.reshape(C, KH, KW)[:, ::-1, ::-1].transpose(1, 2, 0))
                 vg = im2col(gp, (KH, KW), (1, 1), (dh, dw), (ho + eh, wo + ew))
                 full = numpy.empty((B, ho + eh, wo + ew, C), gy.dtype)
