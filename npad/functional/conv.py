@@ -141,6 +141,16 @@ def _copy(v):
     return out
 
 
+def _kernel_rows(xh, kw, wo, sw, dw):
+    """The kernel-row im2col copy of a channels-last (padded) array B x Hp x Wp x C:
+    rows[b, i Wo + j] = xh[b, i, j sw + q dw, :] for q < kw, as B x (Hp Wo) x (kw C)."""
+    xp = get_array_module(xh)
+    B, Hp, _, C = xh.shape
+    s0, s1, s2, s3 = xh.strides
+    v = xp.lib.stride_tricks.as_strided(xh, (B, Hp, wo, kw, C), (s0, s1, s2 * sw, s2 * dw, s3))
+    return _copy(v).reshape(B, Hp * wo, kw * C)
+
+
 def _nchw(y_nhwc):
     """An NCHW view of channels-last memory."""
     return y_nhwc.transpose(0, 3, 1, 2)
@@ -214,11 +224,7 @@ class Conv2d(Function):
             # vertical stride 1: im2col over the kernel *row* only (KW x C columns per padded input
             # row, a third of the full im2col at 3x3), then one GEMM per kernel row p on the rows
             # shifted by p dh image rows: y[b, i, j] = sum_p rows[b, i + p dh, j] @ W[p]
-            Hp = H + t + b
-            xh = _pad_nhwc(x, pads)                                     # B x Hp x Wp x C
-            s0, s1, s2, s3 = xh.strides
-            v = xp.lib.stride_tricks.as_strided(xh, (B, Hp, wo, KW, C), (s0, s1, s2 * stride[1], s2 * dilation[1], s3))
-            rows = _copy(v).reshape(B, Hp * wo, KW * C)                 # the (smaller) im2col copy
+            rows = _kernel_rows(_pad_nhwc(x, pads), KW, wo, stride[1], dilation[1])  # B x (Hp Wo) x (KW C)
             wr = w.transpose(2, 3, 1, 0).reshape(KH, KW * C, O)         # KH x (KW C) x O
             y = self._row_gemms(rows, wr, ho * wo, dilation[0] * wo)    # B x (Ho Wo) x O
             y = _nchw(y.reshape(B, ho, wo, O))
@@ -352,7 +358,18 @@ class Conv2d(Function):
                 gwr = xp.stack([xp.matmul(self.cols[:, p * step: p * step + n].transpose(0, 2, 1), gm).sum(axis=0)
                                 for p in range(KH)])                    # KH x (KW C) x O
                 gw = gwr.reshape(KH, KW, C, O).transpose(3, 2, 0, 1)
-            if nx:  # dRows[:, p step + m] += dY[:, m] W[p]^T, then col2im over the kernel row
+            if nx and self.stride == (1, 1):
+                # dX = the full correlation of dY with the flipped kernel, itself a kernel-row conv:
+                # dXpad[b, y, x] = sum_{p,q} dYpad[b, y + p dh, x + q dw] @ W[:, :, KH-1-p, KW-1-q]
+                dh, dw = self.dilation
+                eh, ew = dh * (KH - 1), dw * (KW - 1)
+                if not self.retain_graph:
+                    self.cols = None                                    # dW is done: free the kept buffer first
+                rows = _kernel_rows(_pad_nhwc(gy, (eh, eh, ew, ew)), KW, Wp, 1, dw)   # B x ((Ho+2eh) Wp) x (KW O)
+                wf = w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(KH, KW * O, C)  # KH x (KW O) x C
+                gxh = self._row_gemms(rows, wf, Hp * Wp, dh * Wp).reshape(B, Hp, Wp, C)
+                gx = _nchw(gxh[:, t:t + H, l:l + W])
+            elif nx:  # dRows[:, p step + m] += dY[:, m] W[p]^T, then col2im over the kernel row
                 wrt = w.transpose(2, 0, 3, 1).reshape(KH, O, KW * C)     # KH x O x (KW C)
                 gr = self._reusable_cols(gy)
                 gr = xp.empty((B, Hp * wo, KW * C), gy.dtype) if gr is None else gr
