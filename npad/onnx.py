@@ -142,7 +142,7 @@ def _clip(n, x, lo=None, hi=None):
         hi = None if hi is None else _arr(hi).item()
     if _isint(x):
         return _wrap(_xp(x).clip(x.data, lo, hi))
-    if not _grad(x):   # maximum/minimum: several times faster than clip on strided arrays
+    if not _grad(x):
         return _wrap(_bounded(n, x, lo, hi))
     return F.clamp(x, lo, hi)
 
@@ -155,12 +155,13 @@ def _bounded(n, x, lo, hi):
     out = _out(n, 0, x)
     out = xp.empty_like(y) if out is None else out
 
-    def bound(s):
-        r = y[s]
-        if lo is not None:
-            r = xp.maximum(r, lo, out=out[s])
-        if hi is not None:
-            xp.minimum(r, hi, out=out[s])
+    def bound(s):  # one pass: clip with both bounds (NumPy >= 2 makes it as fast as maximum)
+        if lo is not None and hi is not None:
+            xp.clip(y[s], lo, hi, out=out[s])
+        elif lo is not None:
+            xp.maximum(y[s], lo, out=out[s])
+        else:
+            xp.minimum(y[s], hi, out=out[s])
     parallel_over(y.shape[0], bound, xp)
     return out
 
