@@ -28,8 +28,8 @@ Measured on the idle 2-core machine (2026-12-01, OpenBLAS SkylakeX, 2 threads), 
 default budget: FactorVAE 431 s of training + 48 s metric, AD-FactorVAE 955 s + 52 s (its loss
 costs about as much again as a FactorVAE step at width 0.5: ten backward passes through the
 encoder head and 45 map pairs at 64 x 64); 1486 s = 24.8 minutes wall in all. Results, three seeds
-(seeds 0 and 2 ran with one BLAS thread beside other jobs and before the latest convolution
-changes; scores do not depend on either: seed 1's FactorVAE gave 0.639 both before and after):
+(seeds 0 and 2 ran with one BLAS thread beside other jobs; all three with convolutions that round
+alike — seed 1's FactorVAE gave 0.639 in two sessions):
 
     FactorVAE     0.675 +- 0.038   (0.672, 0.639, 0.715)
     AD-FactorVAE  0.616 +- 0.043   (0.619, 0.573, 0.657)
@@ -37,7 +37,10 @@ changes; scores do not depend on either: seed 1's FactorVAE gave 0.639 both befo
 
 At this budget (1 % of the paper's iterations, lambda 1) the attention disentanglement loss makes
 the latent space *less* disentangled on every seed; the claim is not supported here. Whether it
-holds at the paper's 3e5 iterations (``--paper``) is untested.
+holds at the paper's 3e5 iterations (``--paper``) is untested. The score is sensitive to float
+rounding: after the kernel-row convolution path changed the order of the sums, seed 0's FactorVAE
+scored 0.571 instead of 0.672 with everything else equal, a change as large as the spread over
+seeds; only paired runs (both models in one process, as here) compare fairly.
 
 Seeds can be split over processes (``--first-seed 1 --seeds 1 --out runs/s1``, ...) and the
 summaries combined: ``--combine runs/s0 runs/s1 runs/s2``.
