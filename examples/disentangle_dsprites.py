@@ -40,7 +40,9 @@ the latent space *less* disentangled on every seed; the claim is not supported h
 holds at the paper's 3e5 iterations (``--paper``) is untested. The score is sensitive to float
 rounding: after the kernel-row convolution path changed the order of the sums, seed 0's FactorVAE
 scored 0.571 instead of 0.672 with everything else equal, a change as large as the spread over
-seeds; only paired runs (both models in one process, as here) compare fairly.
+seeds; only paired runs (both models in one process, as here) compare fairly. With a smaller AD
+weight, ``--lam 0.1`` (seed 0, current code, 1627 s wall): FactorVAE 0.571, AD-FactorVAE 0.682
+(+0.111) — one seed, the other way round; lambda matters and needs its own seeds.
 
 Seeds can be split over processes (``--first-seed 1 --seeds 1 --out runs/s1``, ...) and the
 summaries combined: ``--combine runs/s0 runs/s1 runs/s2``.
