@@ -8,11 +8,12 @@ as (KH*KW*C) x O gives the output rows (B*Ho*Wo) x O, which is returned as an
 NCHW *view* of that channels-last memory (no copy; elementwise ops keep that
 layout and the next conv's channels-last copy of it is a plain contiguous copy).
 
-* vertical stride 1 (most 3x3 convolutions): the copy is over the kernel *row* only,
+* stride 1 (most 3x3 convolutions): the copy is over the kernel *row* only,
   rows = B x Hp x Wo x KW x C (a third of the full im2col at 3x3), and the output is
   KH batched GEMMs on that buffer shifted by p * dilation image rows, summed:
   y[b, i, j] = sum_p rows[b, i + p dh, j] @ W[p]. Less memory traffic, one third of
-  the buffer kept for backward.
+  the buffer kept for backward; dX is the same kernel-row convolution of the padded
+  dY with the flipped kernel.
 * 1x1 convolutions (stride 1, no padding) are a plain matmul on the input
   with no im2col copy: channels-last inputs are a (B*H*W) x C matrix already,
   contiguous NCHW inputs go through one broadcast matmul O x C @ B x C x (H*W).
@@ -79,7 +80,7 @@ def _conv_padding(padding, size, kernel, stride, dilation):
     return (ph, ph, pw, pw)
 
 
-def _pad_nhwc(x, pads, layout_nchw=True):
+def _pad_nhwc(x, pads):
     """Zero-padded channels-last copy B x (H+t+b) x (W+l+r) x C of an NCHW array."""
     xp = get_array_module(x)
     t, b, l, r = pads
@@ -141,13 +142,13 @@ def _copy(v):
     return out
 
 
-def _kernel_rows(xh, kw, wo, sw, dw):
-    """The kernel-row im2col copy of a channels-last (padded) array B x Hp x Wp x C:
-    rows[b, i Wo + j] = xh[b, i, j sw + q dw, :] for q < kw, as B x (Hp Wo) x (kw C)."""
+def _kernel_rows(xh, kw, wo, dw):
+    """The kernel-row im2col copy of a channels-last (padded) array B x Hp x Wp x C, stride 1:
+    rows[b, i Wo + j] = xh[b, i, j + q dw, :] for q < kw, as B x (Hp Wo) x (kw C)."""
     xp = get_array_module(xh)
     B, Hp, _, C = xh.shape
     s0, s1, s2, s3 = xh.strides
-    v = xp.lib.stride_tricks.as_strided(xh, (B, Hp, wo, kw, C), (s0, s1, s2 * sw, s2 * dw, s3))
+    v = xp.lib.stride_tricks.as_strided(xh, (B, Hp, wo, kw, C), (s0, s1, s2, s2 * dw, s3))
     return _copy(v).reshape(B, Hp * wo, kw * C)
 
 
@@ -181,7 +182,7 @@ class Conv2d(Function):
         N = B * ho * wo
         self.mode = ("depthwise" if groups == C and groups > 1 else "grouped" if groups > 1
                      else "1x1" if KH == KW == 1 and stride == (1, 1) and not any(pads)
-                     else "rows" if KH > 1 and stride[0] == 1 else "gemm")
+                     else "rows" if KH > 1 and stride == (1, 1) else "gemm")
         if self.mode == "1x1":
             if _is_channels_last(x):
                 xm = x.transpose(0, 2, 3, 1).reshape(N, C)           # (B*H*W) x C, a view
@@ -221,14 +222,14 @@ class Conv2d(Function):
             self.xh = xh if keep_cols else None
             y = _nchw(y)
         elif self.mode == "rows":
-            # vertical stride 1: im2col over the kernel *row* only (KW x C columns per padded input
+            # stride 1: im2col over the kernel *row* only (KW x C columns per padded input
             # row, a third of the full im2col at 3x3), then one GEMM per kernel row p on the rows
             # shifted by p dh image rows: y[b, i, j] = sum_p rows[b, i + p dh, j] @ W[p]
-            rows = _kernel_rows(_pad_nhwc(x, pads), KW, wo, stride[1], dilation[1])  # B x (Hp Wo) x (KW C)
+            rows = _kernel_rows(_pad_nhwc(x, pads), KW, wo, dilation[1])  # B x (Hp Wo) x (KW C)
             wr = w.transpose(2, 3, 1, 0).reshape(KH, KW * C, O)         # KH x (KW C) x O
             y = self._row_gemms(rows, wr, ho * wo, dilation[0] * wo)    # B x (Ho Wo) x O
             y = _nchw(y.reshape(B, ho, wo, O))
-            self.cols, self.own = (rows if keep_cols else None), True
+            self.cols = rows if keep_cols else None
         elif self.mode == "grouped":
             g, Og = groups, O // groups
             xh = _pad_nhwc(x, pads).reshape(B, H + t + b, W + l + r, g, Cg)
@@ -252,11 +253,11 @@ class Conv2d(Function):
         return y
 
     @staticmethod
-    def _row_gemms(a, wr, n, step, out=None):
+    def _row_gemms(a, wr, n, step):
         """sum_p a[:, p step : p step + n] @ wr[p] for p < len(wr): a B x R x K (rows shifted by
         p step), wr P x K x O; one batched matmul per p, accumulated in threads over the batch."""
         xp = get_array_module(a)
-        y = xp.matmul(a[:, :n], wr[0], out=out)
+        y = xp.matmul(a[:, :n], wr[0])
         tmp = xp.empty_like(y)
         for p in range(1, len(wr)):
             xp.matmul(a[:, p * step: p * step + n], wr[p], out=tmp)
@@ -352,41 +353,22 @@ class Conv2d(Function):
                 gx = _nchw(gxh[:, t:t + H, l:l + W])
             return gx, gw, gb
         if self.mode == "rows":
-            step, n = self.dilation[0] * wo, ho * wo
-            gm = gh.reshape(B, n, O)                                    # copies unless gy is channels-last
             if nw:  # dW[p] = sum_b rows_p^T dY
+                step, n = self.dilation[0] * wo, ho * wo
+                gm = gh.reshape(B, n, O)                                # copies unless gy is channels-last
                 gwr = xp.stack([xp.matmul(self.cols[:, p * step: p * step + n].transpose(0, 2, 1), gm).sum(axis=0)
                                 for p in range(KH)])                    # KH x (KW C) x O
                 gw = gwr.reshape(KH, KW, C, O).transpose(3, 2, 0, 1)
-            if nx and self.stride == (1, 1):
+            if nx:
                 # dX = the full correlation of dY with the flipped kernel, itself a kernel-row conv:
                 # dXpad[b, y, x] = sum_{p,q} dYpad[b, y + p dh, x + q dw] @ W[:, :, KH-1-p, KW-1-q]
                 dh, dw = self.dilation
                 eh, ew = dh * (KH - 1), dw * (KW - 1)
                 if not self.retain_graph:
                     self.cols = None                                    # dW is done: free the kept buffer first
-                rows = _kernel_rows(_pad_nhwc(gy, (eh, eh, ew, ew)), KW, Wp, 1, dw)   # B x ((Ho+2eh) Wp) x (KW O)
+                rows = _kernel_rows(_pad_nhwc(gy, (eh, eh, ew, ew)), KW, Wp, dw)   # B x ((Ho+2eh) Wp) x (KW O)
                 wf = w[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(KH, KW * O, C)  # KH x (KW O) x C
                 gxh = self._row_gemms(rows, wf, Hp * Wp, dh * Wp).reshape(B, Hp, Wp, C)
-                gx = _nchw(gxh[:, t:t + H, l:l + W])
-            elif nx:  # dRows[:, p step + m] += dY[:, m] W[p]^T, then col2im over the kernel row
-                wrt = w.transpose(2, 0, 3, 1).reshape(KH, O, KW * C)     # KH x O x (KW C)
-                gr = self._reusable_cols(gy)
-                gr = xp.empty((B, Hp * wo, KW * C), gy.dtype) if gr is None else gr
-                gr[:, n:] = 0                                           # B x (Hp Wo) x (KW C)
-                if xp is numpy:
-                    xp.matmul(gm, wrt[0], out=gr[:, :n])                # a strided out: NumPy only
-                else:
-                    gr[:, :n] = xp.matmul(gm, wrt[0])
-                tmp = xp.empty((B, n, KW * C), gy.dtype)
-                for p in range(1, KH):
-                    xp.matmul(gm, wrt[p], out=tmp)
-                    sl = gr[:, p * step: p * step + n]                  # ends at Hp Wo: Hp = Ho + dh (KH - 1)
-
-                    def add(s):
-                        sl[s] += tmp[s]
-                    parallel_over(B, add, xp)
-                gxh = col2im(gr.reshape(B, Hp, wo, 1, KW, C), (B, Hp, Wp, C), (1, self.stride[1]), (1, self.dilation[1]))
                 gx = _nchw(gxh[:, t:t + H, l:l + W])
             return gx, gw, gb
         if self.mode == "grouped":

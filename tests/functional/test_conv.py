@@ -33,7 +33,8 @@ CONV_GRID = [
     (1, 2, 5, 6, 3, (3, 3), 1, "valid", 1, 1),
     (1, 2, 5, 6, 3, (3, 2), 1, ((2, 0), (1, 3)), 1, 1),   # asymmetric
     (1, 2, 5, 6, 3, (3, 2), 2, (0, 1, 2, 1), 1, 1),       # asymmetric, F.pad order
-    (2, 3, 7, 8, 2, (3, 2), (1, 2), 1, (2, 1), 1),        # kernel-row GEMMs, horizontal stride, dilated
+    (2, 3, 7, 8, 2, (3, 2), (1, 2), 1, (2, 1), 1),        # horizontal stride only, dilated (full im2col)
+    (2, 3, 7, 8, 2, (3, 2), 1, 1, (2, 1), 1),             # kernel-row GEMMs, batch 2, dilated
 ]
 
 
