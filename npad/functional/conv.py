@@ -18,9 +18,11 @@ layout and the next conv's channels-last copy of it is a plain contiguous copy).
   with no im2col copy: channels-last inputs are a (B*H*W) x C matrix already,
   contiguous NCHW inputs go through one broadcast matmul O x C @ B x C x (H*W).
 * grouped convolutions: one batched matmul over the groups (g x N x K @ g x K x Og).
-* depthwise (groups == C): on NumPy one einsum over the strided view (it reads
-  the KH x KW neighbours from cache), on CuPy a loop over the kernel offsets with
-  a multiply-add on strided slices.
+* depthwise (groups == C): on NumPy one einsum per thread over a strided view
+  B x Ho x KH x KW x (Wo/J) x (J C) whose last axis is contiguous (J output pixels x
+  C channels, about 2048 numbers, against weights tiled J times), so that einsum's
+  inner loop is long; with a horizontal stride the taps' columns are copied out first.
+  On CuPy, a loop over the kernel offsets with a multiply-add on strided slices.
 
 NumPy's copies and einsums run on one core; the im2col copies, the layout change,
 col2im and the depthwise einsums are split over the batch in threads
@@ -32,6 +34,8 @@ gradient), dX = col2im(dY @ W^T) (written into the kept buffer's memory when
 there is one), where col2im is a loop over the KH x KW offsets adding strided
 slices. ``conv_transpose2d`` is the same pair of maps with the roles swapped.
 """
+
+import math
 
 import numpy
 
@@ -152,6 +156,52 @@ def _kernel_rows(xh, kw, wo, dw):
     return _copy(v).reshape(B, Hp * wo, kw * C)
 
 
+def _width_block(wo, c):
+    """J, the divisor of wo for which J x C (the depthwise einsum's inner loop) is nearest 2048."""
+    return min((d for d in range(1, wo + 1) if wo % d == 0), key=lambda d: abs(math.log(d * c / 2048)))
+
+
+def _depthwise_view(xh, kernel, stride, dilation, out_size, J):
+    """The depthwise taps of a channels-last (padded) array B x Hp x Wp x C as a strided view
+    B x Ho x KH x KW x (Wo/J) x (J C) whose last axis is contiguous:
+    v[b, i, p, q, k, jj C + c] = xh[b, i sh + p dh, (k J + jj) sw + q dw, c].
+    With a horizontal stride, (j sw + q dw) is first copied out as B x Hp x KW x Wo x C."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_size
+    B, Hp, _, C = xh.shape
+    s0, s1, s2, s3 = xh.strides
+    sq = s2 * dw
+    if sw > 1:
+        xh = _copy(numpy.lib.stride_tricks.as_strided(xh, (B, Hp, kw, wo, C), (s0, s1, sq, s2 * sw, s3)))
+        s0, s1, sq, s2, s3 = xh.strides
+    return numpy.lib.stride_tricks.as_strided(xh, (B, ho, kh, kw, wo // J, J * C),
+                                              (s0, s1 * sh, s1 * dh, sq, s2 * J, s3))
+
+
+def _depthwise(xh, wq, stride, dilation, out_size):
+    """y[b, i, j, c] = sum_{p,q} xh[b, i sh + p dh, j sw + q dw, c] wq[p, q, c] on NumPy, xh B x Hp x Wp x C
+    channels-last, wq KH x KW x C: one einsum per thread over the view of ``_depthwise_view``, the
+    weights tiled J times so that its inner loop runs over J output pixels x C channels at once."""
+    KH, KW, C = wq.shape
+    B, (ho, wo) = xh.shape[0], out_size
+    J = _width_block(wo, C)
+    v = _depthwise_view(xh, (KH, KW), stride, dilation, out_size, J)   # B x Ho x KH x KW x Wo/J x JC
+    wt = numpy.ascontiguousarray(numpy.broadcast_to(wq[:, :, None], (KH, KW, J, C))).reshape(KH, KW, J * C)
+    y = numpy.empty((B, ho, wo // J, J * C), numpy.result_type(xh, wq))
+    parallel_over(B, lambda s: numpy.einsum("bipqkx,pqx->bikx", v[s], wt, out=y[s]))
+    return y.reshape(B, ho, wo, C)
+
+
+def _depthwise_grad_w(xh, g, kernel, stride, dilation):
+    """dW[p, q, c] = sum_{b,i,j} xh[b, i sh + p dh, j sw + q dw, c] g[b, i, j, c] (KH x KW x C), g B x Ho x Wo x C
+    contiguous: per-thread partial sums of one einsum over the same view as the forward."""
+    B, ho, wo, C = g.shape
+    J = _width_block(wo, C)
+    v = _depthwise_view(xh, kernel, stride, dilation, (ho, wo), J)
+    gv = g.reshape(B, ho, wo // J, J * C)
+    parts = parallel_over(B, lambda s: numpy.einsum("bipqkx,bikx->pqx", v[s], gv[s]))
+    return sum(parts).reshape(kernel + (J, C)).sum(axis=2)
+
+
 def _nchw(y_nhwc):
     """An NCHW view of channels-last memory."""
     return y_nhwc.transpose(0, 3, 1, 2)
@@ -198,10 +248,8 @@ class Conv2d(Function):
             wk = w.reshape(C, m, KH * KW)                               # C x m x KK
             v = im2col(xh, (KH, KW), stride, dilation, (ho, wo))        # B x Ho x Wo x KH x KW x C (view)
             if m == 1 and xp is numpy:
-                # one pass: einsum reads the KH x KW neighbours from cache for each output element
                 wq = numpy.ascontiguousarray(wk[:, 0].T).reshape(KH, KW, C)
-                y = numpy.empty((B, ho, wo, C), x.dtype)
-                parallel_over(B, lambda s: numpy.einsum("bijpqc,pqc->bijc", v[s], wq, out=y[s]))
+                y = _depthwise(xh, wq, stride, dilation, (ho, wo))
             elif m == 1:
                 y = xp.empty((B, ho, wo, C), x.dtype)
                 tmp = xp.empty_like(y)
@@ -312,11 +360,10 @@ class Conv2d(Function):
             else:
                 gh = gh.reshape(B, ho, wo, C, m)
             if nw and m == 1 and xp is numpy:
-                v = im2col(self.xh, (KH, KW), self.stride, self.dilation, (ho, wo))
                 g0 = gh[..., 0]                                         # B x Ho x Wo x C, made contiguous
                 g0 = g0 if g0.flags.c_contiguous else _copy(g0)
-                gwk = sum(parallel_over(B, lambda s: numpy.einsum("bijpqc,bijc->pqc", v[s], g0[s])))  # per-thread partial sums
-                gw = gwk.transpose(2, 0, 1).reshape(w.shape)
+                gw = _depthwise_grad_w(self.xh, g0, (KH, KW), self.stride, self.dilation).transpose(2, 0, 1)
+                gw = gw.reshape(w.shape)
             elif nw:
                 v = im2col(self.xh, (KH, KW), self.stride, self.dilation, (ho, wo))
                 gwk = xp.empty((KH * KW, C, m), w.dtype)
@@ -330,9 +377,7 @@ class Conv2d(Function):
                 eh, ew = dh * (KH - 1), dw * (KW - 1)
                 gp = _pad_nhwc(gy, (eh, eh, ew, ew))                    # B x (Ho + 2 eh) x (Wo + 2 ew) x C
                 wf = numpy.ascontiguousarray(w.reshape(C, KH, KW)[:, ::-1, ::-1].transpose(1, 2, 0))
-                vg = im2col(gp, (KH, KW), (1, 1), (dh, dw), (ho + eh, wo + ew))
-                full = numpy.empty((B, ho + eh, wo + ew, C), gy.dtype)
-                parallel_over(B, lambda s: numpy.einsum("bijpqc,pqc->bijc", vg[s], wf, out=full[s]))
+                full = _depthwise(gp, wf, (1, 1), (dh, dw), (ho + eh, wo + ew))
                 gxh = numpy.zeros((B, Hp, Wp, C), gy.dtype) if (ho + eh, wo + ew) != (Hp, Wp) else full
                 if gxh is not full:
                     gxh[:, :ho + eh, :wo + ew] = full

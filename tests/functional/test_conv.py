@@ -50,6 +50,14 @@ def test_conv2d_gradcheck_direction_bigger(xp):
     gradcheck(lambda x, w: F.conv2d(x, w, None, 2, 1, 1, 2), x, w, direction=True, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("stride, dilation", [(1, 1), ((1, 2), (2, 2)), (2, 1)])
+def test_depthwise_gradcheck_wide(xp, stride, dilation):
+    """Many channels: the depthwise einsum runs over blocks of J < Wo output pixels x C channels."""
+    x, w = xp.asarray(_r(2, 512, 7, 8)), xp.asarray(_r(512, 1, 3, 3))
+    gradcheck(lambda x, w: F.conv2d(x, w, None, stride, 2, dilation, 512), x, w, direction=True,
+              atol=1e-5, rtol=1e-5)
+
+
 def test_conv2d_channels_last_input_1x1(xp):
     """A 1x1 conv on a channels-last input (another conv's output) takes the no-copy matmul path."""
     x, w1, w2 = xp.asarray(_r(2, 3, 5, 4)), xp.asarray(_r(4, 3, 3, 3)), xp.asarray(_r(5, 4, 1, 1))
