@@ -84,27 +84,39 @@ def _conv_padding(padding, size, kernel, stride, dilation):
     return (ph, ph, pw, pw)
 
 
-def _pad_nhwc(x, pads):
-    """Zero-padded channels-last copy B x (H+t+b) x (W+l+r) x C of an NCHW array."""
+def _pad_nhwc(x, pads, phases=1, width=None):
+    """Zero-padded channels-last copy B x (H+t+b) x (W+l+r) x C of an NCHW array. With ``phases`` = s
+    the padded columns are dealt into s phases, B x Hp x s x width x C:
+    out[b, h, r, k] = x_pad[b, h, k s + r] (zeros past the padded width), so that a horizontal
+    stride s becomes stride 1 within each phase."""
     xp = get_array_module(x)
     t, b, l, r = pads
     B, C, H, W = x.shape
-    if not (t or b or l or r) and _is_channels_last(x):
+    Hp, Wp = H + t + b, W + l + r
+    width = -(-Wp // phases) if width is None else width
+    if phases == 1 and width == Wp and not (t or b or l or r) and _is_channels_last(x):
         return x.transpose(0, 2, 3, 1)
-    xh = xp.empty((B, H + t + b, W + l + r, C), x.dtype)
+    out = xp.empty((B, Hp, phases, width, C), x.dtype)
+    spans = []                              # phase f holds input columns f - l + s k for k0 <= k < k1
+    for f in range(phases):
+        k0 = max(-(-(l - f) // phases), 0)
+        k1 = min(max(-(-(l + W - f) // phases), k0), width)
+        spans.append((f, k0, k1))
     if t:
-        xh[:, :t] = 0
+        out[:, :t] = 0
     if b:
-        xh[:, H + t:] = 0
-    if l:
-        xh[:, t:t + H, :l] = 0
-    if r:
-        xh[:, t:t + H, W + l:] = 0
+        out[:, t + H:] = 0
 
-    def copy(s):  # the layout change is a strided copy: split over the batch
-        xh[s, t:t + H, l:l + W] = x[s].transpose(0, 2, 3, 1)
+    def copy(sl):  # the layout change is a strided copy: split over the batch
+        xs = x[sl].transpose(0, 2, 3, 1)                                # b x H x W x C (a view)
+        for f, k0, k1 in spans:
+            dst = out[sl, t:t + H, f]
+            dst[:, :, :k0] = 0
+            dst[:, :, k1:] = 0
+            c0 = k0 * phases + f - l
+            dst[:, :, k0:k1] = xs[:, :, c0: c0 + phases * (k1 - k0 - 1) + 1: phases]
     parallel_over(B, copy, xp)
-    return xh
+    return out.reshape(B, Hp, width, C) if phases == 1 else out
 
 
 def im2col(xh, kernel, stride, dilation, out_size):
@@ -161,45 +173,68 @@ def _width_block(wo, c):
     return min((d for d in range(1, wo + 1) if wo % d == 0), key=lambda d: abs(math.log(d * c / 2048)))
 
 
-def _depthwise_view(xh, kernel, stride, dilation, out_size, J):
-    """The depthwise taps of a channels-last (padded) array B x Hp x Wp x C as a strided view
-    B x Ho x KH x KW x (Wo/J) x (J C) whose last axis is contiguous:
-    v[b, i, p, q, k, jj C + c] = xh[b, i sh + p dh, (k J + jj) sw + q dw, c].
-    With a horizontal stride, (j sw + q dw) is first copied out as B x Hp x KW x Wo x C."""
+def _tap_grid(kw, sw, dw):
+    """Where kernel column q reads in the phase layout of ``_pad_nhwc(..., phases=sw)``: column
+    j sw + q dw is phase r, column j + o of it, with (o, r) = divmod(q dw, sw). Returns (R, Q, step,
+    taps): the view runs over R phases x Q columns o = 0, step, 2 step...; taps[q] = (r, index)."""
+    if dw % sw == 0:                        # one phase: stride 1, or a dilation the stride divides
+        return 1, kw, dw // sw, [(0, q) for q in range(kw)]
+    taps = [(q * dw % sw, q * dw // sw) for q in range(kw)]
+    return sw, max(o for _, o in taps) + 1, 1, taps     # grid cells no tap lands on get zero weights
+
+
+def _depthwise_input(x, pads, kernel, stride, dilation, out_size):
+    """The padded channels-last input of a NumPy depthwise conv, its columns dealt into phases by
+    the horizontal stride (B x Hp x R x Wq x C, see ``_tap_grid``)."""
     (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_size
-    B, Hp, _, C = xh.shape
-    s0, s1, s2, s3 = xh.strides
-    sq = s2 * dw
-    if sw > 1:
-        xh = _copy(numpy.lib.stride_tricks.as_strided(xh, (B, Hp, kw, wo, C), (s0, s1, sq, s2 * sw, s3)))
-        s0, s1, sq, s2, s3 = xh.strides
-    return numpy.lib.stride_tricks.as_strided(xh, (B, ho, kh, kw, wo // J, J * C),
-                                              (s0, s1 * sh, s1 * dh, sq, s2 * J, s3))
+    R, Q, step, _ = _tap_grid(kw, sw, dw)
+    t, b, l, r = pads
+    width = max(-(-(x.shape[3] + l + r) // sw), wo + (Q - 1) * step)
+    xh = _pad_nhwc(x, pads, sw, width)
+    return xh[:, :, None] if sw == 1 else xh
+
+
+def _depthwise_view(xh, kernel, stride, dilation, out_size, J):
+    """The depthwise taps of ``_depthwise_input``'s B x Hp x R' x Wq x C as a strided view
+    B x Ho x KH x R x Q x (Wo/J) x (J C) whose last axis is contiguous:
+    v[b, i, p, r, o, k, jj C + c] = xh[b, i sh + p dh, r, k J + jj + o step, c]."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_size
+    R, Q, step, _ = _tap_grid(kw, sw, dw)
+    B, C = xh.shape[0], xh.shape[4]
+    s0, s1, s2, s3, s4 = xh.strides
+    return numpy.lib.stride_tricks.as_strided(xh, (B, ho, kh, R, Q, wo // J, J * C),
+                                              (s0, s1 * sh, s1 * dh, s2, s3 * step, s3 * J, s4))
 
 
 def _depthwise(xh, wq, stride, dilation, out_size):
-    """y[b, i, j, c] = sum_{p,q} xh[b, i sh + p dh, j sw + q dw, c] wq[p, q, c] on NumPy, xh B x Hp x Wp x C
-    channels-last, wq KH x KW x C: one einsum per thread over the view of ``_depthwise_view``, the
-    weights tiled J times so that its inner loop runs over J output pixels x C channels at once."""
+    """y[b, i, j, c] = sum_{p,q} x_pad[b, i sh + p dh, j sw + q dw, c] wq[p, q, c] on NumPy, with xh from
+    ``_depthwise_input`` and wq KH x KW x C: one einsum per thread over ``_depthwise_view``, the weights
+    laid on the tap grid and tiled J times so that einsum's inner loop runs over J pixels x C channels."""
     KH, KW, C = wq.shape
     B, (ho, wo) = xh.shape[0], out_size
+    R, Q, _, taps = _tap_grid(KW, stride[1], dilation[1])
     J = _width_block(wo, C)
-    v = _depthwise_view(xh, (KH, KW), stride, dilation, out_size, J)   # B x Ho x KH x KW x Wo/J x JC
-    wt = numpy.ascontiguousarray(numpy.broadcast_to(wq[:, :, None], (KH, KW, J, C))).reshape(KH, KW, J * C)
+    v = _depthwise_view(xh, (KH, KW), stride, dilation, out_size, J)   # B x Ho x KH x R x Q x Wo/J x JC
+    wg = numpy.zeros((KH, R, Q, J, C), wq.dtype)
+    for q, (r, o) in enumerate(taps):
+        wg[:, r, o] = wq[:, q, None]
+    wg = wg.reshape(KH, R, Q, J * C)
     y = numpy.empty((B, ho, wo // J, J * C), numpy.result_type(xh, wq))
-    parallel_over(B, lambda s: numpy.einsum("bipqkx,pqx->bikx", v[s], wt, out=y[s]))
+    parallel_over(B, lambda s: numpy.einsum("biprokx,prox->bikx", v[s], wg, out=y[s]))
     return y.reshape(B, ho, wo, C)
 
 
 def _depthwise_grad_w(xh, g, kernel, stride, dilation):
-    """dW[p, q, c] = sum_{b,i,j} xh[b, i sh + p dh, j sw + q dw, c] g[b, i, j, c] (KH x KW x C), g B x Ho x Wo x C
-    contiguous: per-thread partial sums of one einsum over the same view as the forward."""
+    """dW[p, q, c] = sum_{b,i,j} x_pad[b, i sh + p dh, j sw + q dw, c] g[b, i, j, c] (KH x KW x C), g B x Ho x Wo x C
+    contiguous: per-thread partial sums of one einsum over the forward's view."""
     B, ho, wo, C = g.shape
+    _, _, _, taps = _tap_grid(kernel[1], stride[1], dilation[1])
     J = _width_block(wo, C)
     v = _depthwise_view(xh, kernel, stride, dilation, (ho, wo), J)
     gv = g.reshape(B, ho, wo // J, J * C)
-    parts = parallel_over(B, lambda s: numpy.einsum("bipqkx,bikx->pqx", v[s], gv[s]))
-    return sum(parts).reshape(kernel + (J, C)).sum(axis=2)
+    parts = parallel_over(B, lambda s: numpy.einsum("biprokx,bikx->prox", v[s], gv[s]))
+    grid = sum(parts).reshape(parts[0].shape[:3] + (J, C)).sum(axis=3)  # KH x R x Q x C
+    return numpy.stack([grid[:, r, o] for r, o in taps], axis=1)       # KH x KW x C
 
 
 def _nchw(y_nhwc):
@@ -242,15 +277,16 @@ class Conv2d(Function):
                 x3 = x.reshape(B, C, H * W)                            # B x C x HW (a view when contiguous)
                 y = xp.matmul(w.reshape(O, C), x3).reshape(B, O, ho, wo)
                 self.xm, self.cl = (x3 if keep_cols else None), False
+        elif self.mode == "depthwise" and O == C and xp is numpy:
+            xh = _depthwise_input(x, pads, (KH, KW), stride, dilation, (ho, wo))   # B x Hp x R x Wq x C
+            y = _nchw(_depthwise(xh, w.reshape(C, KH, KW).transpose(1, 2, 0), stride, dilation, (ho, wo)))
+            self.xh = xh if keep_cols else None
         elif self.mode == "depthwise":
             xh = _pad_nhwc(x, pads)                                    # B x Hp x Wp x C
             m = O // C
             wk = w.reshape(C, m, KH * KW)                               # C x m x KK
             v = im2col(xh, (KH, KW), stride, dilation, (ho, wo))        # B x Ho x Wo x KH x KW x C (view)
-            if m == 1 and xp is numpy:
-                wq = numpy.ascontiguousarray(wk[:, 0].T).reshape(KH, KW, C)
-                y = _depthwise(xh, wq, stride, dilation, (ho, wo))
-            elif m == 1:
+            if m == 1:
                 y = xp.empty((B, ho, wo, C), x.dtype)
                 tmp = xp.empty_like(y)
                 for k in range(KH * KW):
@@ -362,8 +398,8 @@ class Conv2d(Function):
             if nw and m == 1 and xp is numpy:
                 g0 = gh[..., 0]                                         # B x Ho x Wo x C, made contiguous
                 g0 = g0 if g0.flags.c_contiguous else _copy(g0)
-                gw = _depthwise_grad_w(self.xh, g0, (KH, KW), self.stride, self.dilation).transpose(2, 0, 1)
-                gw = gw.reshape(w.shape)
+                gw = _depthwise_grad_w(self.xh, g0, (KH, KW), self.stride, self.dilation)
+                gw = gw.transpose(2, 0, 1).reshape(w.shape)
             elif nw:
                 v = im2col(self.xh, (KH, KW), self.stride, self.dilation, (ho, wo))
                 gwk = xp.empty((KH * KW, C, m), w.dtype)
@@ -375,8 +411,8 @@ class Conv2d(Function):
                 # dX = full correlation of dY with the flipped kernel: one einsum over a strided view
                 dh, dw = self.dilation
                 eh, ew = dh * (KH - 1), dw * (KW - 1)
-                gp = _pad_nhwc(gy, (eh, eh, ew, ew))                    # B x (Ho + 2 eh) x (Wo + 2 ew) x C
-                wf = numpy.ascontiguousarray(w.reshape(C, KH, KW)[:, ::-1, ::-1].transpose(1, 2, 0))
+                gp = _pad_nhwc(gy, (eh, eh, ew, ew))[:, :, None]        # B x (Ho + 2 eh) x 1 x (Wo + 2 ew) x C
+                wf = w.reshape(C, KH, KW)[:, ::-1, ::-1].transpose(1, 2, 0)
                 full = _depthwise(gp, wf, (1, 1), (dh, dw), (ho + eh, wo + ew))
                 gxh = numpy.zeros((B, Hp, Wp, C), gy.dtype) if (ho + eh, wo + ew) != (Hp, Wp) else full
                 if gxh is not full:

@@ -28,6 +28,7 @@ CONV_GRID = [
     (1, 3, 7, 6, 6, (3, 3), 1, 2, 2, 3),        # depthwise, multiplier 2, dilated
     (1, 3, 7, 6, 3, (3, 3), 1, 2, 2, 3),        # depthwise, dilated
     (2, 3, 6, 7, 3, (5, 3), 1, (2, 0), 1, 3),   # depthwise, 5x3, stride 1
+    (1, 3, 8, 11, 3, (3, 3), 3, 2, 2, 3),       # depthwise, stride 3, dilated: phases with empty cells
     (1, 2, 6, 7, 3, (5, 3), 1, "same", 1, 1),
     (1, 2, 6, 7, 3, (2, 2), 1, "same", (2, 1), 1),   # even kernel: extra padding at the end
     (1, 2, 5, 6, 3, (3, 3), 1, "valid", 1, 1),
@@ -140,6 +141,10 @@ ONNX_CONV = [
     (4, 10, 9, 6, (3, 3), (2, 2), (0, 2, 1, 0), (1, 1), 2),
     (6, 9, 9, 6, (3, 3), (1, 2), (2, 2, 2, 2), (2, 2), 6),
     (6, 9, 9, 12, (5, 5), (2, 2), (2, 2, 2, 2), (1, 1), 6),
+    (6, 9, 10, 6, (3, 3), (2, 2), (0, 1, 0, 1), (1, 1), 6),        # depthwise, columns in 2 phases
+    (5, 11, 13, 5, (5, 3), (3, 3), (1, 2, 2, 1), (2, 2), 5),       # depthwise, 3 phases, dilated
+    (256, 6, 16, 256, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 256),  # depthwise, blocks of J < Wo pixels
+    (256, 5, 32, 256, (5, 5), (1, 2), (2, 2, 1, 2), (1, 1), 256),
     (8, 7, 7, 4, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
     (3, 9, 8, 4, (4, 3), (1, 1), "SAME_UPPER", (1, 1), 1),
     (3, 9, 8, 4, (3, 3), (2, 2), "SAME_UPPER", (1, 1), 1),
@@ -234,3 +239,23 @@ def test_parallel_over_covers_the_range_in_order():
             backend.set_num_threads(0)
     finally:
         backend.set_num_threads(before)
+
+
+def test_calm_blas_threads_restarts_openblas():
+    """calm_blas_threads sets OPENBLAS_THREAD_TIMEOUT, restarts the OpenBLAS pools it finds and BLAS still
+    computes the same; a timeout the user set is left alone (run in fresh interpreters)."""
+    import os
+    import subprocess
+    import sys
+    code = ("import os, numpy, npad.backend as b; a = numpy.arange(40000.).reshape(200, 200) / 4e4; r = a @ a;"
+            "done = b.calm_blas_threads(); assert numpy.array_equal(a @ a, r);"
+            "print(len(done), os.environ['OPENBLAS_THREAD_TIMEOUT'])")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    n, timeout = out.stdout.split()
+    assert timeout == "16"
+    if "openblas" in str(numpy.show_config(mode="dicts")).lower() and sys.platform == "linux":
+        assert int(n) >= 1
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, OPENBLAS_THREAD_TIMEOUT="20"),
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "20"]
