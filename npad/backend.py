@@ -16,6 +16,7 @@ one core. When the pool starts, OpenBLAS's idle worker threads are told to sleep
 at once (``calm_blas_threads``) instead of spinning for about 0.1 s after every
 call, which would take the cores from the pool between two GEMMs.
 """
+import contextlib
 import ctypes
 import os
 import threading
@@ -175,6 +176,55 @@ def parallel_over(n, fn, xp=numpy):
     return list(_pool.map(fn, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
 
 
+_openblas = None        # [ctypes.CDLL] of the OpenBLAS libraries loaded in this process
+
+
+def _openblas_libs():
+    """The OpenBLAS libraries this process has loaded (NumPy's, SciPy's...), found in /proc/self/maps
+    (Linux; elsewhere none)."""
+    global _openblas
+    if _openblas is None:
+        try:
+            with open("/proc/self/maps") as f:
+                paths = sorted({line.split()[-1] for line in f if "openblas" in line and ".so" in line})
+        except OSError:
+            paths = []
+        _openblas = []
+        for path in paths:
+            try:
+                _openblas.append(ctypes.CDLL(path))
+            except OSError:
+                pass
+    return _openblas
+
+
+def _openblas_fn(lib, name):
+    """lib's function ``name``, under the plain or the scipy-openblas (scipy_..., ...64_) symbol, or None."""
+    for symbol in (name, "scipy_" + name + "64_", "scipy_" + name, name + "64_"):
+        try:
+            return getattr(lib, symbol)
+        except AttributeError:
+            pass
+    return None
+
+
+@contextlib.contextmanager
+def blas_threads(n):
+    """Within the block every loaded OpenBLAS library uses ``n`` threads (restored after). Yields True
+    when there was one to set, False when BLAS is something else (then nothing changes)."""
+    libs = [(f_get, f_set) for lib in _openblas_libs()
+            for f_get, f_set in [(_openblas_fn(lib, "openblas_get_num_threads"),
+                                  _openblas_fn(lib, "openblas_set_num_threads"))] if f_get and f_set]
+    before = [f_get() for f_get, _ in libs]
+    for _, f_set in libs:
+        f_set(int(n))
+    try:
+        yield bool(libs)
+    finally:
+        for (_, f_set), k in zip(libs, before):
+            f_set(k)
+
+
 def calm_blas_threads(log2_cycles=16):
     """Restart the OpenBLAS thread pools loaded in this process with ``OPENBLAS_THREAD_TIMEOUT`` =
     ``log2_cycles`` (unless the variable is already set): an idle worker then waits 2^log2_cycles
@@ -185,20 +235,12 @@ def calm_blas_threads(log2_cycles=16):
     are found in /proc/self/maps); returns the paths of the libraries it restarted."""
     if os.environ.get("OPENBLAS_THREAD_TIMEOUT"):
         return []
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted({line.split()[-1] for line in f if "openblas" in line and ".so" in line})
-    except OSError:
-        return []
     os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(int(log2_cycles))
     done = []
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-            read_env, shutdown = lib.openblas_read_env, lib.blas_thread_shutdown_
-        except (OSError, AttributeError):
-            continue
-        read_env()       # OpenBLAS reads its variables at load time: read them again,
-        shutdown()       # stop the workers; the next threaded call starts them with the new timeout
-        done.append(path)
+    for lib in _openblas_libs():
+        read_env, shutdown = _openblas_fn(lib, "openblas_read_env"), _openblas_fn(lib, "blas_thread_shutdown_")
+        if read_env and shutdown:
+            read_env()   # OpenBLAS reads its variables at load time: read them again,
+            shutdown()   # stop the workers; the next threaded call starts them with the new timeout
+            done.append(lib._name)
     return done

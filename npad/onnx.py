@@ -22,6 +22,9 @@ How it works
 * Only the nodes needed for the requested outputs run (``taps``/``outputs``
   prune everything past the deepest tap), and intermediate values are dropped
   right after their last use.
+* A forward that records nothing (``no_grad`` or a frozen model fed plain
+  arrays) on NumPy splits the batch over npad's threads: each thread runs the
+  whole graph on its slice with one BLAS thread (``OnnxModule._run_split``).
 * ``frozen=True`` folds each BatchNormalization into the convolution in front
   of it at load time, ``w' = w g / sqrt(v + eps)``, ``b' = (b - m) g / sqrt(v + eps) + beta``,
   and makes the parameters ``requires_grad=False``; ``frozen=False`` keeps BN as
@@ -31,13 +34,14 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import functional as F
-from .backend import get_array_module, parallel_over, to_cpu
+from .backend import blas_threads, get_array_module, get_num_threads, parallel_over, to_cpu
 from .nn.module import Module, Parameter
 from .tensor import Tensor, is_grad_enabled, no_grad
 
@@ -1214,6 +1218,7 @@ class OnnxModule(Module):
         object.__setattr__(self, "_producer", producer)
         object.__setattr__(self, "_static", {})   # input-shape key -> {value name: folded NumPy array}
         object.__setattr__(self, "_plans", {})
+        object.__setattr__(self, "_split", {})    # input-shape key of a batch slice -> can it run in threads
         object.__setattr__(self, "_removed", getattr(self, "_removed", set()))
         self.outputs = list(outputs) if outputs is not None else None
         if self.outputs is not None:
@@ -1322,7 +1327,9 @@ class OnnxModule(Module):
             targets = tuple(self.outputs)
         else:
             targets = tuple(self.output_names)
-        vals = self._run(feeds, targets)
+        vals = self._run_split(feeds, targets)
+        if vals is None:
+            vals = self._run(feeds, targets)
         if taps is None and self.outputs is None and len(targets) == 1:
             return vals[0]
         return vals
@@ -1360,6 +1367,46 @@ class OnnxModule(Module):
                             and self._nodes[self._producer[v]].op in _FRESH)
             steps.append((node, frees[s], inplace))
         return steps
+
+    def _run_split(self, feeds, targets):
+        """An unrecorded NumPy forward with the batch split over npad's threads (``parallel_over``), each
+        running the whole graph on its slice with one BLAS thread: every op then works on a slice that
+        stays in its core's caches and no core waits for the other between ops (EfficientNet-Lite0,
+        batch 8 at 256 px on 2 cores: 330 -> 240 ms). The first call at a slice shape runs the slices one
+        after the other, which folds that shape's constants and checks that every output is batch-major.
+        None when it does not apply: one thread or image, a batch dimension fixed in the graph, CuPy,
+        a graph being recorded, ``profile``."""
+        first = next(iter(feeds.values()), None)
+        B = first.shape[0] if first is not None and first.ndim else 0
+        if (min(get_num_threads(), B) < 2 or get_array_module(first.data) is not np
+                or threading.current_thread().name.startswith("npad-pool")
+                or "_timing" in self.__dict__
+                or any(t.ndim == 0 or t.shape[0] != B for t in feeds.values())
+                or any((self.input_dims.get(k) or (0,))[0] is not None for k in feeds)
+                or is_grad_enabled() and (any(t.requires_grad for t in feeds.values())
+                                          or any(p.requires_grad for p in self._parameters.values()))):
+            return None
+        k = min(get_num_threads(), B)
+        slices = [slice(B * i // k, B * (i + 1) // k) for i in range(k)]
+        keys = {s.stop - s.start: tuple(((s.stop - s.start,) + tuple(t.shape[1:]), t.dtype.str)
+                                        for t in feeds.values()) for s in slices}
+        if any(self._split.get(key) is False for key in keys.values()):
+            return None
+
+        def run(s):
+            part = self._run({n: Tensor(t.data[s]) for n, t in feeds.items()}, targets)
+            return [v.data for v in part]
+        with blas_threads(1) as limited:
+            if not limited:
+                return None
+            settled = all(self._split.get(key) for key in keys.values())
+            parts = parallel_over(B, run) if settled else [run(s) for s in slices]
+        if not settled:
+            ok = all(v.ndim and v.shape[0] == s.stop - s.start for p, s in zip(parts, slices) for v in p)
+            self._split.update({key: ok for key in keys.values()})
+            if not ok:
+                return None
+        return [Tensor(np.concatenate(col)) for col in zip(*parts)]
 
     def _run(self, feeds, targets):
         key = tuple((tuple(t.shape), t.dtype.str) for t in feeds.values())
@@ -1447,6 +1494,7 @@ class OnnxModule(Module):
                     self._consts[k] = v.astype(dtype)
             self._static.clear()
             self._plans.clear()
+            self._split.clear()
         return self
 
     def profile(self, *inputs, repeat=3):

@@ -424,3 +424,52 @@ def test_constant_node_weights_become_parameters():
     x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
     m(npad.tensor(x)).sum().backward()
     np.testing.assert_allclose(m.W.grad.numpy(), 2 * x.sum(0)[:, None].repeat(3, 1), rtol=1e-5)
+
+
+def test_batch_split_over_threads_matches_one_thread():
+    """A frozen, unrecorded forward runs one batch slice per thread (npad.backend.parallel_over) once the
+    slice shape has run: same numbers as one thread and onnxruntime; a fixed batch size or an output
+    that is not batch-major keeps the whole-batch run."""
+    from npad import backend
+    model, _ = efficientnet_like()
+    x = np.random.default_rng(2).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    ref = ort_outputs(model, x)
+    before = backend.get_num_threads()
+    try:
+        backend.set_num_threads(1)
+        m = OnnxModule(model, frozen=True)
+        with npad.no_grad():
+            one = [a.numpy() for a in m(npad.tensor(x))]
+        assert m._split == {}
+        backend.set_num_threads(2)
+        for _ in range(3):                                          # sequential slices, then threads
+            with npad.no_grad():
+                out = m(npad.tensor(x))
+            for a, b, r in zip(out, one, ref):
+                assert rel_err(a.numpy(), b) <= 1e-5
+                assert rel_err(a.numpy(), r) <= 1e-4
+        assert sorted(m._split.values()) == [True, True]              # slices of 2 and 3 images
+
+        g = G(5)                                                      # a batch-wide mean: not batch-major
+        y = g.op("ReduceMean", [g.conv("input", 3, 4, 3)], axes=[0, 2, 3], keepdims=0)
+        whole = g.model([y])
+        m2 = OnnxModule(whole, frozen=True)
+        for _ in range(2):
+            with npad.no_grad():
+                assert rel_err(m2(npad.tensor(x)).numpy(), ort_outputs(whole, x)[0]) <= 1e-5
+        assert set(m2._split.values()) == {False}
+
+        fixed = G(6)
+        y = fixed.conv("input", 3, 4, 3)
+        gr = helper.make_graph(fixed.nodes, "net", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                                 [5, 3, 32, 32])],
+                               [helper.make_tensor_value_info(y, TensorProto.FLOAT, None)],
+                               initializer=[numpy_helper.from_array(v, k) for k, v in fixed.inits.items()])
+        fm = helper.make_model(gr, opset_imports=[helper.make_opsetid("", 17)])
+        fm.ir_version = 8
+        m3 = OnnxModule(fm, frozen=True)
+        with npad.no_grad():
+            assert rel_err(m3(npad.tensor(x)).numpy(), ort_outputs(fm, x)[0]) <= 1e-5
+        assert m3._split == {}
+    finally:
+        backend.set_num_threads(before)
