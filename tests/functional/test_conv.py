@@ -259,3 +259,10 @@ def test_calm_blas_threads_restarts_openblas():
     out = subprocess.run([sys.executable, "-c", code], env=dict(env, OPENBLAS_THREAD_TIMEOUT="20"),
                          capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "20"]
+
+
+def test_tall_matmul_blocks_match_one_matmul():
+    from npad.functional.conv import _tall_matmul
+    a, b = _r(5000, 7), _r(7, 3)
+    for chunk in (1 << 19, 256 * 3 * 8, 1000):                  # one block; blocks of 256 rows, last short
+        numpy.testing.assert_allclose(_tall_matmul(a, b, chunk_bytes=chunk), a @ b, rtol=1e-12)
