@@ -354,16 +354,16 @@ class Conv2d(Function):
     @staticmethod
     def _row_gemms(a, wr, n, step):
         """sum_p a[:, p step : p step + n] @ wr[p] for p < len(wr): a B x R x K (rows shifted by
-        p step), wr P x K x O; one batched matmul per p, accumulated in threads over the batch."""
+        p step), wr P x K x O; image by image, so that each partial product is added while it is in
+        cache (3x3 64@56 forward 30 -> 27 ms against one batched matmul per p and a pass over y)."""
         xp = get_array_module(a)
-        y = xp.matmul(a[:, :n], wr[0])
-        tmp = xp.empty_like(y)
-        for p in range(1, len(wr)):
-            xp.matmul(a[:, p * step: p * step + n], wr[p], out=tmp)
-
-            def add(s):
-                y[s] += tmp[s]
-            parallel_over(y.shape[0], add, xp)
+        y = xp.empty((a.shape[0], n, wr.shape[2]), xp.result_type(a, wr))
+        tmp = xp.empty((n, wr.shape[2]), y.dtype)
+        for b in range(a.shape[0]):
+            xp.matmul(a[b, :n], wr[0], out=y[b])
+            for p in range(1, len(wr)):
+                xp.matmul(a[b, p * step: p * step + n], wr[p], out=tmp)
+                y[b] += tmp
         return y
 
     def _reusable_cols(self, gy):
