@@ -158,19 +158,6 @@ def _copy(v):
     return out
 
 
-def _plane_cols(x, pads, kernel, stride, dilation, out_size):
-    """The im2col of an NCHW array as a strided view B x KH x KW x C x Ho x Wo of its zero-padded copy
-    (B x C x Hp x Wp, rows copied whole): v[b, p, q, c, i, j] = x_pad[b, c, i sh + p dh, j sw + q dw]."""
-    xp = get_array_module(x)
-    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_size
-    t, b, l, r = pads
-    B, C, H, W = x.shape
-    xpad = xp.zeros((B, C, H + t + b, W + l + r), x.dtype)
-    xpad[:, :, t:t + H, l:l + W] = x
-    s0, s1, s2, s3 = xpad.strides
-    return xp.lib.stride_tricks.as_strided(xpad, (B, kh, kw, C, ho, wo), (s0, s2 * dh, s3 * dw, s1, s2 * sh, s3 * sw))
-
-
 def _kernel_rows(xh, kw, wo, dw):
     """The kernel-row im2col copy of a channels-last (padded) array B x Hp x Wp x C, stride 1:
     rows[b, i Wo + j] = xh[b, i, j + q dw, :] for q < kw, as B x (Hp Wo) x (kw C)."""
@@ -353,18 +340,10 @@ class Conv2d(Function):
             self.cols = cols if keep_cols else None
             self.own = not xp.may_share_memory(cols, x)
         else:
+            v = im2col(_pad_nhwc(x, pads), (KH, KW), stride, dilation, (ho, wo))  # B x Ho x Wo x KH x KW x C
+            cols = _copy(v).reshape(N, KH * KW * C)                     # the im2col copy
             wm = w.transpose(2, 3, 1, 0).reshape(KH * KW * C, O)
-            self.planes = C < 8 and not _is_channels_last(x)
-            if self.planes:
-                # few channels (an image): a channels-last copy would move runs of C numbers, so the
-                # columns are copied from NCHW planes as B x (KH KW C) x (Ho Wo), rows of Wo numbers
-                cols = _copy(_plane_cols(x, pads, (KH, KW), stride, dilation, (ho, wo)))
-                cols = cols.reshape(B, KH * KW * C, ho * wo)
-                y = xp.matmul(cols.transpose(0, 2, 1), wm)             # B x (Ho Wo) x O
-            else:
-                v = im2col(_pad_nhwc(x, pads), (KH, KW), stride, dilation, (ho, wo))  # B x Ho x Wo x KH x KW x C
-                cols = _copy(v).reshape(N, KH * KW * C)                 # the im2col copy
-                y = cols @ wm                                           # (B*Ho*Wo) x O, one GEMM
+            y = cols @ wm                                               # (B*Ho*Wo) x O, one GEMM
             y = _nchw(y.reshape(B, ho, wo, O))
             self.cols = cols if keep_cols else None
             self.own = not xp.may_share_memory(cols, x)
@@ -503,14 +482,10 @@ class Conv2d(Function):
             return gx, gw, gb
         gm = gh.reshape(N, O)                                           # copies unless gy is channels-last
         wm = w.transpose(2, 3, 1, 0).reshape(KH * KW * C, O)
-        if nw and self.planes:
-            gw = xp.matmul(self.cols, gm.reshape(B, ho * wo, O)).sum(axis=0)
-            gw = gw.reshape(KH, KW, C, O).transpose(3, 2, 0, 1)
-        elif nw:
+        if nw:
             gw = (self.cols.T @ gm).reshape(KH, KW, C, O).transpose(3, 2, 0, 1)
         if nx:
-            reuse = self._reusable_cols(gy)
-            gc = xp.matmul(gm, wm.T, out=None if reuse is None else reuse.reshape(N, -1))  # N x KKC
+            gc = xp.matmul(gm, wm.T, out=self._reusable_cols(gy))       # N x KKC, into the kept buffer
             gxh = col2im(gc.reshape(B, ho, wo, KH, KW, C), (B, Hp, Wp, C), self.stride, self.dilation)
             gx = _nchw(gxh[:, t:t + H, l:l + W])
         return gx, gw, gb
