@@ -10,18 +10,20 @@ layout and the next conv's channels-last copy of it is a plain contiguous copy).
 
 * stride 1 (most 3x3 convolutions): the copy is over the kernel *row* only,
   rows = B x Hp x Wo x KW x C (a third of the full im2col at 3x3), and the output is
-  KH batched GEMMs on that buffer shifted by p * dilation image rows, summed:
-  y[b, i, j] = sum_p rows[b, i + p dh, j] @ W[p]. Less memory traffic, one third of
+  KH GEMMs per image on that buffer shifted by p * dilation image rows, summed while in
+  cache: y[b, i, j] = sum_p rows[b, i + p dh, j] @ W[p]. Less memory traffic, one third of
   the buffer kept for backward; dX is the same kernel-row convolution of the padded
   dY with the flipped kernel.
 * 1x1 convolutions (stride 1, no padding) are a plain matmul on the input
-  with no im2col copy: channels-last inputs are a (B*H*W) x C matrix already,
-  contiguous NCHW inputs go through one broadcast matmul O x C @ B x C x (H*W).
+  with no im2col copy: channels-last inputs are a (B*H*W) x C matrix already (multiplied
+  in blocks of rows, faster from cache for these tall-skinny shapes), contiguous NCHW
+  inputs go through one broadcast matmul O x C @ B x C x (H*W).
 * grouped convolutions: one batched matmul over the groups (g x N x K @ g x K x Og).
 * depthwise (groups == C): on NumPy one einsum per thread over a strided view
   B x Ho x KH x KW x (Wo/J) x (J C) whose last axis is contiguous (J output pixels x
   C channels, about 2048 numbers, against weights tiled J times), so that einsum's
-  inner loop is long; with a horizontal stride the taps' columns are copied out first.
+  inner loop is long; with a horizontal stride s the padded copy deals the columns into
+  s phases, so that each phase is read at stride 1.
   On CuPy, a loop over the kernel offsets with a multiply-add on strided slices.
 
 NumPy's copies and einsums run on one core; the im2col copies, the layout change,
