@@ -208,10 +208,11 @@ def _depthwise_view(xh, kernel, stride, dilation, out_size, J):
                                               (s0, s1 * sh, s1 * dh, s2, s3 * step, s3 * J, s4))
 
 
-def _depthwise(xh, wq, stride, dilation, out_size):
-    """y[b, i, j, c] = sum_{p,q} x_pad[b, i sh + p dh, j sw + q dw, c] wq[p, q, c] on NumPy, with xh from
-    ``_depthwise_input`` and wq KH x KW x C: one einsum per thread over ``_depthwise_view``, the weights
-    laid on the tap grid and tiled J times so that einsum's inner loop runs over J pixels x C channels."""
+def _depthwise(xh, wq, stride, dilation, out_size, bias=None):
+    """y[b, i, j, c] = bias[c] + sum_{p,q} x_pad[b, i sh + p dh, j sw + q dw, c] wq[p, q, c] on NumPy, with xh
+    from ``_depthwise_input`` and wq KH x KW x C: one einsum per image over ``_depthwise_view`` (images
+    split over threads), the weights laid on the tap grid and tiled J times so that einsum's inner
+    loop runs over J pixels x C channels; the bias is added to each image while it is in cache."""
     KH, KW, C = wq.shape
     B, (ho, wo) = xh.shape[0], out_size
     R, Q, _, taps = _tap_grid(KW, stride[1], dilation[1])
@@ -222,7 +223,14 @@ def _depthwise(xh, wq, stride, dilation, out_size):
         wg[:, r, o] = wq[:, q, None]
     wg = wg.reshape(KH, R, Q, J * C)
     y = numpy.empty((B, ho, wo // J, J * C), numpy.result_type(xh, wq))
-    parallel_over(B, lambda s: numpy.einsum("biprokx,prox->bikx", v[s], wg, out=y[s]))
+    bias = None if bias is None else numpy.tile(bias, J)                # J C
+
+    def run(s):
+        for b in range(s.start, s.stop):
+            numpy.einsum("iprokx,prox->ikx", v[b], wg, out=y[b])
+            if bias is not None:
+                y[b] += bias
+    parallel_over(B, run)
     return y.reshape(B, ho, wo, C)
 
 
@@ -239,18 +247,24 @@ def _depthwise_grad_w(xh, g, kernel, stride, dilation):
     return numpy.stack([grid[:, r, o] for r, o in taps], axis=1)       # KH x KW x C
 
 
-def _tall_matmul(a, b, chunk_bytes=1 << 19):
-    """a @ b for a tall a (N x K) and a narrow b (K x O), computed in blocks of rows whose output is
-    about ``chunk_bytes``: OpenBLAS runs such shapes up to twice as fast on blocks that stay in cache
-    (1 thread, 65536 x 16 @ 16 x 96: 14 -> 27 GFLOP/s)."""
+def _tall_matmul(a, b, bias=None, chunk_bytes=1 << 19):
+    """a @ b (+ bias) for a tall a (N x K); with K <= 256 computed in blocks of rows whose output is
+    about ``chunk_bytes``, the bias added to each block while it is in cache: OpenBLAS runs such
+    tall-skinny shapes up to twice as fast on blocks that stay in cache (1 thread,
+    65536 x 16 @ 16 x 96: 14 -> 27 GFLOP/s), and the bias costs no pass of its own."""
     xp = get_array_module(a)
-    n, o = a.shape[0], b.shape[1]
-    rows = max(chunk_bytes // (o * a.itemsize), 256)
-    if xp is not numpy or n < 4 * rows:
-        return a @ b
-    out = numpy.empty((n, o), numpy.result_type(a, b))
+    n, k = a.shape
+    rows = max(chunk_bytes // (b.shape[1] * a.itemsize), 256)
+    if xp is not numpy or n < 4 * rows or k > 256:
+        out = a @ b
+        if bias is not None:
+            out += bias
+        return out
+    out = numpy.empty((n, b.shape[1]), numpy.result_type(a, b))
     for s in range(0, n, rows):
         numpy.matmul(a[s:s + rows], b, out=out[s:s + rows])
+        if bias is not None:
+            out[s:s + rows] += bias
     return out
 
 
@@ -281,6 +295,7 @@ class Conv2d(Function):
         self.xshape, self.pads, self.stride, self.dilation, self.groups = x.shape, pads, stride, dilation, groups
         self.out_size, self.has_bias = (ho, wo), bool(bias)
         self.w = w
+        b0 = bias[0] if bias else None                                  # added to y on the way when it can be
         N = B * ho * wo
         self.mode = ("depthwise" if groups == C and groups > 1 else "grouped" if groups > 1
                      else "1x1" if KH == KW == 1 and stride == (1, 1) and not any(pads)
@@ -288,7 +303,8 @@ class Conv2d(Function):
         if self.mode == "1x1":
             if _is_channels_last(x):
                 xm = x.transpose(0, 2, 3, 1).reshape(N, C)           # (B*H*W) x C, a view
-                y = _nchw(_tall_matmul(xm, w.reshape(O, C).T).reshape(B, ho, wo, O))
+                y = _nchw(_tall_matmul(xm, w.reshape(O, C).T, b0).reshape(B, ho, wo, O))
+                b0 = None                                               # added
                 self.xm, self.cl = (xm if keep_cols else None), True
             else:
                 x3 = x.reshape(B, C, H * W)                            # B x C x HW (a view when contiguous)
@@ -296,7 +312,8 @@ class Conv2d(Function):
                 self.xm, self.cl = (x3 if keep_cols else None), False
         elif self.mode == "depthwise" and O == C and xp is numpy:
             xh = _depthwise_input(x, pads, (KH, KW), stride, dilation, (ho, wo))   # B x Hp x R x Wq x C
-            y = _nchw(_depthwise(xh, w.reshape(C, KH, KW).transpose(1, 2, 0), stride, dilation, (ho, wo)))
+            y = _nchw(_depthwise(xh, w.reshape(C, KH, KW).transpose(1, 2, 0), stride, dilation, (ho, wo), b0))
+            b0 = None
             self.xh = xh if keep_cols else None
         elif self.mode == "depthwise":
             xh = _pad_nhwc(x, pads)                                    # B x Hp x Wp x C
@@ -328,7 +345,8 @@ class Conv2d(Function):
             # shifted by p dh image rows: y[b, i, j] = sum_p rows[b, i + p dh, j] @ W[p]
             rows = _kernel_rows(_pad_nhwc(x, pads), KW, wo, dilation[1])  # B x (Hp Wo) x (KW C)
             wr = w.transpose(2, 3, 1, 0).reshape(KH, KW * C, O)         # KH x (KW C) x O
-            y = self._row_gemms(rows, wr, ho * wo, dilation[0] * wo)    # B x (Ho Wo) x O
+            y = self._row_gemms(rows, wr, ho * wo, dilation[0] * wo, b0)    # B x (Ho Wo) x O
+            b0 = None
             y = _nchw(y.reshape(B, ho, wo, O))
             self.cols = rows if keep_cols else None
         elif self.mode == "grouped":
@@ -345,19 +363,19 @@ class Conv2d(Function):
             v = im2col(_pad_nhwc(x, pads), (KH, KW), stride, dilation, (ho, wo))  # B x Ho x Wo x KH x KW x C
             cols = _copy(v).reshape(N, KH * KW * C)                     # the im2col copy
             wm = w.transpose(2, 3, 1, 0).reshape(KH * KW * C, O)
-            y = cols @ wm                                               # (B*Ho*Wo) x O, one GEMM
-            y = _nchw(y.reshape(B, ho, wo, O))
+            y = _nchw(_tall_matmul(cols, wm, b0).reshape(B, ho, wo, O))  # (B*Ho*Wo) x O, one GEMM
+            b0 = None
             self.cols = cols if keep_cols else None
             self.own = not xp.may_share_memory(cols, x)
-        if bias:
-            y += bias[0].reshape(1, O, 1, 1)
+        if b0 is not None:                                              # not added on the way
+            y += b0.reshape(1, O, 1, 1)
         return y
 
     @staticmethod
-    def _row_gemms(a, wr, n, step):
-        """sum_p a[:, p step : p step + n] @ wr[p] for p < len(wr): a B x R x K (rows shifted by
-        p step), wr P x K x O; image by image, so that each partial product is added while it is in
-        cache (3x3 64@56 forward 30 -> 27 ms against one batched matmul per p and a pass over y)."""
+    def _row_gemms(a, wr, n, step, bias=None):
+        """sum_p a[:, p step : p step + n] @ wr[p] (+ bias) for p < len(wr): a B x R x K (rows shifted by
+        p step), wr P x K x O; image by image, so that each partial product and the bias are added
+        while in cache (3x3 64@56 forward 30 -> 27 ms against one batched matmul per p and a pass over y)."""
         xp = get_array_module(a)
         y = xp.empty((a.shape[0], n, wr.shape[2]), xp.result_type(a, wr))
         tmp = xp.empty((n, wr.shape[2]), y.dtype)
@@ -366,6 +384,8 @@ class Conv2d(Function):
             for p in range(1, len(wr)):
                 xp.matmul(a[b, p * step: p * step + n], wr[p], out=tmp)
                 y[b] += tmp
+            if bias is not None:
+                y[b] += bias
         return y
 
     def _reusable_cols(self, gy):

@@ -263,6 +263,7 @@ def test_calm_blas_threads_restarts_openblas():
 
 def test_tall_matmul_blocks_match_one_matmul():
     from npad.functional.conv import _tall_matmul
-    a, b = _r(5000, 7), _r(7, 3)
+    a, b, bias = _r(5000, 7), _r(7, 3), _r(3)
     for chunk in (1 << 19, 256 * 3 * 8, 1000):                  # one block; blocks of 256 rows, last short
         numpy.testing.assert_allclose(_tall_matmul(a, b, chunk_bytes=chunk), a @ b, rtol=1e-12)
+        numpy.testing.assert_allclose(_tall_matmul(a, b, bias, chunk_bytes=chunk), a @ b + bias, rtol=1e-12)
