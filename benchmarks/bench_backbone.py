@@ -7,7 +7,10 @@ Models: the converted EfficientNet-Lite0 (npad.backbones) and a ResNet-18-shaped
 built with onnx.helper and random weights (same ops and sizes as torchvision's resnet18:
 conv7x7/2 + BN + ReLU + maxpool, 4 stages of 2 basic blocks, 64-512 channels).
 onnxruntime runs with its default threads and with intra_op_num_threads = the BLAS
-threads npad uses. ``--profile`` prints the top functions of one npad forward (cProfile).
+threads npad uses. npad's unrecorded forward runs one batch slice per thread, each with one BLAS
+thread (``OnnxModule._run_split``); its time by op type is taken on the whole batch instead (op
+by op, so the sum is larger than the forward). ``--profile`` prints the top functions of one npad
+forward (cProfile).
 """
 import argparse
 import cProfile
@@ -123,7 +126,7 @@ def bench(name, path, x, profile=False):
         print(f"  {label:32s} {t * 1e3:8.1f} ms/batch {B / t:8.1f} images/s{ratio}")
     ops = m.profile(xt)
     total = sum(ops.values())
-    print("  npad time by op type: " + ", ".join(f"{k} {v * 1e3:.0f} ms ({100 * v / total:.0f}%)"
+    print("  npad time by op type (whole batch): " + ", ".join(f"{k} {v * 1e3:.0f} ms ({100 * v / total:.0f}%)"
                                                 for k, v in list(ops.items())[:6]))
     if profile:
         pr = cProfile.Profile()
