@@ -208,22 +208,32 @@ def _openblas_fn(lib, name):
     return None
 
 
+_blas_lock = threading.Lock()
+_blas_users = [0, None]  # blocks inside blas_threads now, the thread counts saved by the first
+
+
 @contextlib.contextmanager
 def blas_threads(n):
-    """Within the block every loaded OpenBLAS library uses ``n`` threads (restored after). Yields True
-    when there was one to set, False when BLAS is something else (then nothing changes)."""
+    """Within the block every loaded OpenBLAS library uses ``n`` threads; the counts from before are
+    restored when the last of the blocks open in any thread ends. Yields True when there was an
+    OpenBLAS to set, False when BLAS is something else (then nothing changes)."""
     libs = [(f_get, f_set) for lib in _openblas_libs()
             for f_get, f_set in [(_openblas_fn(lib, "openblas_get_num_threads"),
                                   _openblas_fn(lib, "openblas_set_num_threads"))] if f_get and f_set]
-    before = [f_get() for f_get, _ in libs]
-    for _, f_set in libs:
-        f_set(int(n))
+    with _blas_lock:
+        if _blas_users[0] == 0:
+            _blas_users[1] = [f_get() for f_get, _ in libs]
+        _blas_users[0] += 1
+        for _, f_set in libs:
+            f_set(int(n))
     try:
         yield bool(libs)
     finally:
-        for (_, f_set), k in zip(libs, before):
-            f_set(k)
-
+        with _blas_lock:
+            _blas_users[0] -= 1
+            if _blas_users[0] == 0:
+                for (_, f_set), k in zip(libs, _blas_users[1]):
+                    f_set(k)
 
 def calm_blas_threads(log2_cycles=16):
     """Restart the OpenBLAS thread pools loaded in this process with ``OPENBLAS_THREAD_TIMEOUT`` =

@@ -267,3 +267,29 @@ def test_tall_matmul_blocks_match_one_matmul():
     for chunk in (1 << 19, 256 * 3 * 8, 1000):                  # one block; blocks of 256 rows, last short
         numpy.testing.assert_allclose(_tall_matmul(a, b, chunk_bytes=chunk), a @ b, rtol=1e-12)
         numpy.testing.assert_allclose(_tall_matmul(a, b, bias, chunk_bytes=chunk), a @ b + bias, rtol=1e-12)
+
+
+def test_blas_threads_blocks_overlapping_in_two_threads():
+    """blas_threads(1) in two threads at once: the count comes back only when the last block ends."""
+    import threading
+    from npad import backend
+    libs = [(backend._openblas_fn(lib, "openblas_get_num_threads")) for lib in backend._openblas_libs()]
+    libs = [f for f in libs if f]
+    if not libs:
+        pytest.skip("no OpenBLAS loaded")
+    before = [f() for f in libs]
+    entered, release = threading.Event(), threading.Event()
+
+    def other():
+        with backend.blas_threads(1):
+            entered.set()
+            release.wait(5)
+    t = threading.Thread(target=other)
+    t.start()
+    entered.wait(5)
+    with backend.blas_threads(1) as ok:
+        assert ok and [f() for f in libs] == [1] * len(libs)
+    assert [f() for f in libs] == [1] * len(libs)                   # the other block is still open
+    release.set()
+    t.join()
+    assert [f() for f in libs] == before
