@@ -172,8 +172,14 @@ def parallel_over(n, fn, xp=numpy):
     if _pool is None:
         calm_blas_threads()
         _pool = ThreadPoolExecutor(get_num_threads(), thread_name_prefix="npad-pool")
-    bounds = [n * i // k for i in range(k + 1)]
-    return list(_pool.map(fn, [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]))
+    return list(_pool.map(fn, batch_slices(n)))
+
+
+def batch_slices(n):
+    """The contiguous slices of range(n) that ``parallel_over`` hands its threads, one per thread
+    (min(threads, n) of them, sizes differing by at most one)."""
+    k = max(min(get_num_threads(), n), 1)
+    return [slice(n * i // k, n * (i + 1) // k) for i in range(k)]
 
 
 _openblas = None        # [ctypes.CDLL] of the OpenBLAS libraries loaded in this process
@@ -235,14 +241,15 @@ def blas_threads(n):
                 for (_, f_set), k in zip(libs, _blas_users[1]):
                     f_set(k)
 
+
 def calm_blas_threads(log2_cycles=16):
     """Restart the OpenBLAS thread pools loaded in this process with ``OPENBLAS_THREAD_TIMEOUT`` =
     ``log2_cycles`` (unless the variable is already set): an idle worker then waits 2^log2_cycles
     cycles (2^16: about 20 us) before it sleeps instead of OpenBLAS's default 2^28 (about 0.1 s of a
     core spinning after every BLAS call). Measured on 2 cores: EfficientNet-Lite0 forward (batch 8 at
     256 px) 380-410 -> 320-330 ms, since its depthwise convolutions and copies run in
-    ``parallel_over`` between GEMMs. Linux only (the libraries
-    are found in /proc/self/maps); returns the paths of the libraries it restarted."""
+    ``parallel_over`` between GEMMs. Linux only (the libraries are found in /proc/self/maps);
+    returns the paths of the libraries it restarted."""
     if os.environ.get("OPENBLAS_THREAD_TIMEOUT"):
         return []
     os.environ["OPENBLAS_THREAD_TIMEOUT"] = str(int(log2_cycles))

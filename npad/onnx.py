@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from . import functional as F
-from .backend import blas_threads, get_array_module, get_num_threads, parallel_over, to_cpu
+from .backend import batch_slices, blas_threads, get_array_module, parallel_over, to_cpu
 from .nn.module import Module, Parameter
 from .tensor import Tensor, is_grad_enabled, no_grad
 
@@ -1368,6 +1368,12 @@ class OnnxModule(Module):
             steps.append((node, frees[s], inplace))
         return steps
 
+    def _records(self, feeds):
+        """True when running on ``feeds`` records a graph (grad mode on, and an input or a parameter
+        that needs a gradient)."""
+        return is_grad_enabled() and (any(t.requires_grad for t in feeds.values())
+                                      or any(p.requires_grad for p in self._parameters.values()))
+
     def _run_split(self, feeds, targets):
         """An unrecorded NumPy forward with the batch split over npad's threads (``parallel_over``), each
         running the whole graph on its slice with one BLAS thread: every op then works on a slice that
@@ -1378,16 +1384,14 @@ class OnnxModule(Module):
         a graph being recorded, ``profile``."""
         first = next(iter(feeds.values()), None)
         B = first.shape[0] if first is not None and first.ndim else 0
-        if (min(get_num_threads(), B) < 2 or get_array_module(first.data) is not np
+        slices = batch_slices(B)                                        # the slices parallel_over makes
+        if (len(slices) < 2 or get_array_module(first.data) is not np
                 or threading.current_thread().name.startswith("npad-pool")
                 or "_timing" in self.__dict__
                 or any(t.ndim == 0 or t.shape[0] != B for t in feeds.values())
                 or any((self.input_dims.get(k) or (0,))[0] is not None for k in feeds)
-                or is_grad_enabled() and (any(t.requires_grad for t in feeds.values())
-                                          or any(p.requires_grad for p in self._parameters.values()))):
+                or self._records(feeds)):
             return None
-        k = min(get_num_threads(), B)
-        slices = [slice(B * i // k, B * (i + 1) // k) for i in range(k)]
         keys = {s.stop - s.start: tuple(((s.stop - s.start,) + tuple(t.shape[1:]), t.dtype.str)
                                         for t in feeds.values()) for s in slices}
         if any(self._split.get(key) is False for key in keys.values()):
@@ -1424,8 +1428,7 @@ class OnnxModule(Module):
         mdt = self._float_dtype()
         timing = self.__dict__.get("_timing")
         # overwriting dying arrays is safe only when no graph is recorded (a recorded op may keep them)
-        inplace_ok = not is_grad_enabled() or not (any(t.requires_grad for t in feeds.values())
-                                                    or any(p.requires_grad for p in self._parameters.values()))
+        inplace_ok = not self._records(feeds)
         for node, frees, inplace in plan:
             inplace = inplace if inplace_ok else ()
             args, all_static = [], True

@@ -234,6 +234,7 @@ def test_parallel_over_covers_the_range_in_order():
         backend.set_num_threads(3)
         parts = backend.parallel_over(10, lambda s: list(range(10))[s])
         assert sum(parts, []) == list(range(10)) and len(parts) == 3
+        assert [(s.start, s.stop) for s in backend.batch_slices(10)] == [(0, 3), (3, 6), (6, 10)]
         assert backend.parallel_over(1, lambda s: (s.start, s.stop)) == [(0, 1)]
         with pytest.raises(ValueError, match="at least one thread"):
             backend.set_num_threads(0)
