@@ -66,9 +66,9 @@ class G:
         b = self.const((self.rng.standard_normal(cout) * 0.1).astype(np.float32), "fc_b")
         return self.op("Gemm", [x, w, b], transB=1)
 
-    def model(self, outputs, shape=(2, 3, 32, 32), inp="input"):
-        g = helper.make_graph(self.nodes, "net", [helper.make_tensor_value_info(inp, TensorProto.FLOAT,
-                                                                                ["N", shape[1], "H", "W"])],
+    def model(self, outputs, shape=(2, 3, 32, 32), inp="input", dims=None):
+        dims = ["N", shape[1], "H", "W"] if dims is None else dims   # the input's declared dimensions
+        g = helper.make_graph(self.nodes, "net", [helper.make_tensor_value_info(inp, TensorProto.FLOAT, dims)],
                               [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
                               initializer=[numpy_helper.from_array(v, k) for k, v in self.inits.items()])
         m = helper.make_model(g, opset_imports=[helper.make_opsetid("", self.opset)])
@@ -460,13 +460,7 @@ def test_batch_split_over_threads_matches_one_thread():
         assert set(m2._split.values()) == {False}
 
         fixed = G(6)
-        y = fixed.conv("input", 3, 4, 3)
-        gr = helper.make_graph(fixed.nodes, "net", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
-                                                                                 [5, 3, 32, 32])],
-                               [helper.make_tensor_value_info(y, TensorProto.FLOAT, None)],
-                               initializer=[numpy_helper.from_array(v, k) for k, v in fixed.inits.items()])
-        fm = helper.make_model(gr, opset_imports=[helper.make_opsetid("", 17)])
-        fm.ir_version = 8
+        fm = fixed.model([fixed.conv("input", 3, 4, 3)], dims=[5, 3, 32, 32])   # batch fixed at 5
         m3 = OnnxModule(fm, frozen=True)
         with npad.no_grad():
             assert rel_err(m3(npad.tensor(x)).numpy(), ort_outputs(fm, x)[0]) <= 1e-5
