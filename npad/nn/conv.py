@@ -41,6 +41,36 @@ class Conv2d(Module):
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}")
 
 
+class Conv1d(Module):
+    """y = conv1d(x, weight, bias); x B x C x L, weight out x in/groups x K, PyTorch's default initialisation."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, padding_mode="zeros"):
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"Conv1d: in_channels {in_channels} and out_channels {out_channels} must be "
+                             f"divisible by groups {groups}")
+        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError(f"Conv1d: padding_mode {padding_mode!r} is not supported")
+        one = lambda v: int(v[0]) if isinstance(v, (tuple, list)) else int(v)  # noqa: E731
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (one(kernel_size),)
+        self.stride, self.dilation, self.groups = (one(stride),), (one(dilation),), groups
+        self.padding, self.padding_mode = padding if isinstance(padding, str) else (one(padding),), padding_mode
+        self.weight = Parameter(empty(out_channels, in_channels // groups, *self.kernel_size))
+        self.bias = Parameter(empty(out_channels)) if bias else None
+        init.default_init_(self.weight, self.bias)
+
+    def forward(self, x):
+        if self.padding_mode != "zeros" and not isinstance(self.padding, str):
+            x = F.pad(x, self.padding * 2, mode=self.padding_mode)
+            return F.conv1d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+        return F.conv1d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}")
+
+
 class ConvTranspose2d(Module):
     """y = conv_transpose2d(x, weight, bias); weight in x out/groups x KH x KW, PyTorch's default initialisation."""
 
@@ -110,20 +140,33 @@ class _Norm(Module):
                 f"track_running_stats={self.track_running_stats}")
 
 
-class BatchNorm2d(_Norm):
+class _BatchNorm(_Norm):
     """Per-channel batch normalisation; buffers running_mean, running_var, num_batches_tracked."""
+
+    dims = (4,)  # the input ranks this layer takes
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
         super().__init__(num_features, eps, momentum, affine, track_running_stats)
 
     def forward(self, x):
-        if x.ndim != 4:
-            raise ValueError(f"BatchNorm2d: expected a 4-D input, got shape {tuple(x.shape)}")
+        if x.ndim not in self.dims:
+            raise ValueError(f"{type(self).__name__}: expected a {' or '.join(f'{d}-D' for d in self.dims)} "
+                             f"input, got shape {tuple(x.shape)}")
         m = self._momentum()
         batch_stats = self.training or not self.track_running_stats
         return F.batch_norm(x, self.running_mean if not self.training or self.track_running_stats else None,
                             self.running_var if not self.training or self.track_running_stats else None,
                             self.weight, self.bias, batch_stats, m, self.eps)
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of B x C or B x C x L inputs (statistics over B, and L)."""
+    dims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of B x C x H x W inputs (statistics over B, H, W)."""
+    dims = (4,)
 
 
 class InstanceNorm2d(_Norm):
