@@ -390,6 +390,8 @@ class Tensor:
         return self._inplace("__setitem__", lambda x, v: F.index_put(x, idx, v), value, write=write)
 
     # ---- methods mirroring torch.Tensor --------------------------------------
+    def all(self, dim=None, keepdim=False): return _reduce_bool(self, "all", dim, keepdim)
+    def any(self, dim=None, keepdim=False): return _reduce_bool(self, "any", dim, keepdim)
     def sum(self, dim=None, keepdim=False): return F.sum(self, dim, keepdim)
     def mean(self, dim=None, keepdim=False): return F.mean(self, dim, keepdim)
     def var(self, dim=None, unbiased=True, keepdim=False): return F.var(self, dim, unbiased, keepdim)
@@ -481,6 +483,11 @@ def _device_dtype(args, device=None, dtype=None):
         if device not in ("cpu", "cuda"):
             raise ValueError(f"unknown device {device!r}; use 'cpu' or 'cuda'")
     return device, dtype
+
+
+def _reduce_bool(t, op, dim, keepdim):
+    """all / any over ``dim``: a bool tensor outside the graph."""
+    return Tensor._make(getattr(t.data.astype(bool, copy=False), op)(axis=dim, keepdims=keepdim), False, None, 0)
 
 
 def _compare(a, b, op):

@@ -470,7 +470,7 @@ def _class_targets(input, target, weight, ignore_index, name):
     """(t, w, keep): class indices N [x d...] for input N x C [x d...] (ignored entries set to 0),
     each entry's weight weight[t] (1 without weight; 0 where ignored), and target != ignore_index"""
     xp = get_array_module(input.data)
-    t = target.data if isinstance(target, Tensor) else xp.asarray(target)
+    t = xp.asarray(target.data if isinstance(target, Tensor) else target)
     if t.dtype.kind not in "iu":
         raise TypeError(f"{name}: target must hold class indices (an integer tensor), got dtype {t.dtype}; "
                         f"float targets of the input's shape are class probabilities (cross_entropy only)")
@@ -493,10 +493,10 @@ def _weighted_mean(loss, w, reduction):
 
 
 def _batched(input, target, fn, reduction):
-    """fn on a batch of one when input is a single sample (C,), its result unbatched."""
+    """fn(input, target as a tensor), on a batch of one when input is a single sample (C,)."""
+    target = target if isinstance(target, Tensor) else Tensor(target)
     if input.ndim != 1:
         return fn(input, target)
-    target = target if isinstance(target, Tensor) else Tensor(target)
     loss = fn(unsqueeze(input, 0), unsqueeze(target, 0))
     return squeeze(loss, 0) if reduction == "none" else loss
 
@@ -522,7 +522,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         logp = log_softmax(input, 1)                                        # N x C [x d...]
         w = None if weight is None else reshape(weight, (1, C) + (1,) * (input.ndim - 2))
         wlogp = logp if w is None else logp * w
-        if isinstance(target, Tensor) and target.dtype.kind == "f":        # class probabilities
+        if target.dtype.kind == "f":                                        # class probabilities
             _check_same(input, target, "cross_entropy")
             per = -M.sum(wlogp * (target * (1 - e) + e / C if e else target), 1)   # N [x d...]
             return M.sum(per) / (per.data.size or 1) if reduction == "mean" else _reduce(per, reduction)

@@ -277,7 +277,7 @@ def index_put(x, idx, value):
 
 def _index_array(x, index, dim, name):
     """``index`` as an integer array of x's ndim, its values checked against x.shape[dim]."""
-    index = index.data if isinstance(index, Tensor) else get_array_module(x.data).asarray(index)
+    index = get_array_module(x.data).asarray(index.data if isinstance(index, Tensor) else index)
     if index.dtype.kind not in "iu" or index.ndim != x.ndim:
         raise ValueError(f"{name}: index must be an integer tensor with {x.ndim} dims like the input "
                          f"{tuple(x.shape)}, got dtype {index.dtype} and shape {tuple(index.shape)}")
