@@ -479,9 +479,9 @@ def _device_dtype(args, device=None, dtype=None):
         elif a is not None:
             dtype = a
     if device is not None:
-        device = "cuda" if str(device).startswith("cuda") else str(device)
+        device = "cuda" if str(device) in ("cuda", "cuda:0") else str(device)
         if device not in ("cpu", "cuda"):
-            raise ValueError(f"unknown device {device!r}; use 'cpu' or 'cuda'")
+            raise ValueError(f"unknown device {device!r}; use 'cpu' or 'cuda' (one GPU, through CuPy)")
     return device, dtype
 
 

@@ -277,6 +277,18 @@ def test_conv1d(xp):
                    lambda x, w, b: ref(x, w, b, 1, 1))
 
 
+@pytest.mark.parametrize("shape", [(6, 4), (3, 4, 5)])
+def test_batch_norm_on_1d_inputs(xp, shape):
+    """BatchNorm1d's functional: statistics over every axis but the channels (axis 1)"""
+    axes = (0,) + tuple(range(2, len(shape)))
+    c = (1, 4) + (1,) * (len(shape) - 2)
+
+    def ref(x, w, b):
+        return (x - x.mean(axes, keepdims=True)) / np.sqrt(x.var(axes, keepdims=True) + 1e-5) * w.reshape(c) + b.reshape(c)
+    helper_test_op(xp, [shape, (4,), (4,)], lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True), ref,
+                   atol=1e-5)
+
+
 def test_classification_loss_errors():
     x = npad.randn(3, 4)
     with pytest.raises(IndexError, match="target 4 is out of bounds for 4 classes"):
