@@ -290,9 +290,9 @@ class Tensor:
             gins = fn.backward(*gouts)
             if not isinstance(gins, tuple):
                 gins = (gins,)
-            for i, (t, g, need) in enumerate(zip(fn.inputs, gins, fn.needs_input_grad)):
-                if t._version > fn._version or fn._version < 0:
-                    _modified_error(fn, i, t)
+            for t, g, need in zip(fn.inputs, gins, fn.needs_input_grad):
+                if t._version > fn._version:  # changed in place since fn ran (-1: fn's saved output was)
+                    _modified_error(fn, t)
                 if not need or g is None:
                     continue
                 if g.shape != t.data.shape:
@@ -435,7 +435,8 @@ class Tensor:
     def astype(self, dtype): return F.astype(self, dtype)
 
 
-def _modified_error(fn, i, t):
+def _modified_error(fn, t):
+    i = next(k for k, u in enumerate(fn.inputs) if u is t)
     what = "its output" if fn._version < 0 else f"its input {i} (shape {tuple(t.shape)})"
     raise RuntimeError(f"{type(fn).__name__}: {what} was modified by an in-place operation after the op ran, "
                        f"so its gradient would be wrong; use an out-of-place op (x = x + y) or "
