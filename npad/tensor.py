@@ -11,10 +11,12 @@ each for the gradients of the inputs that need one, sums gradients that meet
 at a tensor, and stores them in ``.grad`` of leaf tensors. The graph is freed
 afterwards unless ``retain_graph=True``.
 
-In-place ops (``x += y``, ``x.add_(y)``, ``p.zero_()``) write into ``x.data`` and
-stamp ``x._version`` with a global clock; each recorded Function keeps the clock
-of when it ran, and backward refuses a Function whose input changed since, which
-would otherwise give silently wrong gradients (PyTorch's version counter).
+In-place ops (``x += y``, ``x.add_(y)``, ``p.zero_()``, ``x[i] = v``) write into
+``x.data`` when no graph is recorded (under ``no_grad``, or nothing requires grad);
+inside a graph ``x`` takes the result's new array and place in the graph. Either
+way they stamp ``x._version`` with a global clock; each recorded Function keeps the
+clock of when it ran, and backward refuses a Function whose input changed since,
+which would otherwise give silently wrong gradients (PyTorch's version counter).
 """
 import numpy
 

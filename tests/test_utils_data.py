@@ -82,3 +82,10 @@ def test_save_and_load_a_state_dict(tmp_path):
     with pytest.raises(OSError, match="not an HDF5 file"):
         npad.load(tmp_path / "hostile.pt")
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_module_docstring_example_runs():
+    import doctest
+    import npad.utils.data
+    result = doctest.testmod(npad.utils.data)
+    assert result.attempted >= 3 and result.failed == 0
