@@ -45,6 +45,10 @@ CASES = [
 ]
 
 
+def _rand(*shape):
+    return rng.standard_normal(shape)
+
+
 def _channels_last(a):
     return numpy.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
@@ -129,6 +133,30 @@ def test_kept_buffer_survives_retain_graph(stride):
     loss.backward()
     numpy.testing.assert_allclose(x.grad.numpy(), 2 * gx, rtol=1e-12)
     numpy.testing.assert_allclose(w.grad.numpy(), 2 * gw, rtol=1e-12)
+
+
+def test_threads_give_the_same_result():
+    """The kernels' threaded copies and einsums (parallel_over) give what one thread gives."""
+    from npad import backend
+    x = _rand(3, 5, 9, 8).astype("float32")
+    cases = ((_rand(4, 5, 3, 3), 1, 1), (_rand(5, 1, 3, 3), 5, 2), (_rand(4, 5, 3, 3), 1, 2))
+    before = backend.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            backend.set_num_threads(n)
+            res = []
+            for w, g, s in cases:
+                xt, wt = Tensor(x, requires_grad=True), Tensor(w.astype("float32"), requires_grad=True)
+                y = F.conv2d(xt, wt, stride=s, padding=1, groups=g)
+                y.backward(numpy.ones(y.shape, "float32"))
+                res += [numpy.array(t) for t in (y.data, getattr(xt.grad, "data", xt.grad), getattr(wt.grad, "data", wt.grad))]
+            outs.append(res)
+    finally:
+        backend.set_num_threads(before)
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            numpy.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)
 
 
 def test_tall_matmul_blocks_match_one_matmul():
