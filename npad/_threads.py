@@ -152,8 +152,8 @@ _blas_users = [0, None]  # blocks inside blas_threads now, the thread counts sav
 def blas_threads(n):
     """Within the block every loaded OpenBLAS library uses ``n`` threads; the counts from before are
     restored when the last of the blocks open in any thread ends. Yields True when there was an
-    OpenBLAS to set, False when BLAS is something else (then nothing changes). Callers inside npad
-    open it only when ``cpu_tuned()``."""
+    OpenBLAS to set, False when BLAS is something else (then nothing changes). Within npad it is
+    for use only when ``cpu_tuned()`` (the user asked for BLAS tuning)."""
     libs = [(f_get, f_set) for lib in _openblas_libs()
             for f_get, f_set in [(_openblas_fn(lib, "openblas_get_num_threads"),
                                   _openblas_fn(lib, "openblas_set_num_threads"))] if f_get and f_set]
