@@ -139,6 +139,7 @@ def bench(name, path, x, profile=False):
 
 
 def main():
+    npad.tune_cpu()                     # as the examples run
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)

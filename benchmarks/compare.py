@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import blas_info  # noqa: E402
 
-from npad import methods  # noqa: E402
+from npad import methods, tune_cpu  # noqa: E402
 from npad.experiment import COLUMNS, run  # noqa: E402
 from npad.io import atomic_write  # noqa: E402
 
@@ -28,6 +28,7 @@ ORDER = ["padim", "cflow", "adtr", "favae", "vae_attention"]
 
 
 def main(argv=None):
+    tune_cpu()                          # as the examples run
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None)
     p.add_argument("--category", default=None)

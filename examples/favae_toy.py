@@ -33,6 +33,7 @@ import numpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import npad  # noqa: E402
 from npad.methods.favae import FAVAE, TOY_SIGMA_N, ToyDataset, toy_samples  # noqa: E402
 from npad.metrics import auroc  # noqa: E402
 from npad.io import atomic_write  # noqa: E402
@@ -138,6 +139,7 @@ def figure(path, images, panels):
 
 
 def main(argv=None):
+    npad.tune_cpu()                     # OpenBLAS tuned for npad's threads (README: Threads)
     args = arguments(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

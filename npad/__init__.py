@@ -23,7 +23,8 @@ A method end to end (a tiny run; see examples/ for real budgets):
 >>> bool(scores[1] > scores[0]), maps.shape
 (True, (2, 64, 64))
 """
-from .backend import get_array_module, set_device, get_device, to_cpu, to_gpu, cupy_available, set_num_threads, get_num_threads
+from .backend import (get_array_module, set_device, get_device, to_cpu, to_gpu, cupy_available, set_num_threads,
+                      get_num_threads, tune_cpu)
 from .tensor import (Tensor, tensor, as_tensor, no_grad, enable_grad, is_grad_enabled, zeros, ones,
                      empty, full, full_like, zeros_like, ones_like, arange, from_numpy, randn, rand,
                      manual_seed, set_default_dtype, get_default_dtype)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy
 
+from .backend import tune_cpu
+
 EPILOG = __doc__.split("\n\n", 1)[1]
 
 
@@ -180,6 +182,7 @@ def _load(path):
 
 
 def main(argv=None):
+    tune_cpu()                          # OpenBLAS tuned for npad's threads (README: Threads)
     p = argparse.ArgumentParser(prog="npad", description="Visual anomaly detection on NumPy.", epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)

@@ -1,10 +1,17 @@
-"""Shared fixtures: every backend test runs on NumPy, and on CuPy when it can be used."""
+"""Shared fixtures: every backend test runs on NumPy, and on CuPy when it can be used.
+
+The CI runs the conv and method tests a second time with NPAD_REFERENCE=1 (.ci/run): the reference
+ops alone, as if npad/kernels/ were deleted."""
 import numpy as np
 import pytest
 from PIL import Image
 
 import npad
 from npad.backend import cupy_available
+
+# The suite runs as the examples and the CLI do, with OpenBLAS tuned for npad's threads: left at its
+# default, each idle BLAS worker spins for 0.1 s after every call and takes the cores from npad's threads.
+npad.tune_cpu()
 
 BACKENDS = ["numpy"] + (["cupy"] if cupy_available() else [])
 
