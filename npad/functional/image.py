@@ -33,8 +33,7 @@ def _pool_size(n, k, s, pb, pe, d, ceil_mode):
 def _pool_geometry(x, kernel, stride, padding, dilation, ceil_mode, name):
     """(pads (top, bottom, left, right), output size) of a pooling. ``padding``: an int or (ph, pw),
     at most half the kernel (PyTorch's rule), or any form conv2d takes (explicit per side, "same", "valid")."""
-    if isinstance(padding, int) or (isinstance(padding, (tuple, list)) and len(padding) == 2
-                                    and not isinstance(padding[0], (tuple, list))):
+    if not isinstance(padding, (str, tuple, list)) or (len(padding) == 2 and not isinstance(padding[0], (tuple, list))):
         p = _pair(padding, "padding")
         if p[0] > kernel[0] // 2 or p[1] > kernel[1] // 2:
             raise ValueError(f"{name}: padding {p} must be at most half the kernel {kernel}")

@@ -17,7 +17,7 @@ import threading
 import numpy as np
 
 from ..backend import batch_slices, blas_threads, get_array_module, parallel_over
-from ..tensor import Tensor
+from ..tensor import Tensor, is_grad_enabled
 from .ops import _isint, _wrap, _xp, clip_bounds
 
 __all__ = ["FRESH", "mark_inplace", "call", "run_split"]
@@ -91,11 +91,14 @@ UNRECORDED = {
 }
 
 
-def call(step, args, inplace):
-    """The fast result of ``step`` on ``args`` (None: run the op table's function). ``inplace``: the input
-    positions that may be overwritten (none while a graph is recorded)."""
+def call(step, args, recording):
+    """The fast result of ``step`` on ``args``, or None (then the op table's function runs): always None
+    when the op itself is recorded. While any op of the run records, no input array is overwritten
+    (a recorded op may have saved it for its backward)."""
     fn = UNRECORDED.get(step.node.op)
-    return None if fn is None else fn(step.node, inplace, *args)
+    if fn is None or (is_grad_enabled() and any(a is not None and a.requires_grad for a in args)):
+        return None
+    return fn(step.node, () if recording else step.inplace, *args)
 
 
 def run_split(module, feeds, targets):

@@ -16,7 +16,7 @@ import numpy as np
 from .. import functional as F
 from ..backend import get_array_module, to_cpu
 from ..functional.conv import _conv_padding
-from ..tensor import Tensor, is_grad_enabled
+from ..tensor import Tensor
 from .fold import SCALE_SHIFT
 
 __all__ = ["OPS", "STATIC_INPUTS", "supported_ops", "implementation"]
@@ -43,11 +43,6 @@ def _isint(t):
 
 def _xp(t):
     return get_array_module(t.data)
-
-
-def _grad(*ts):
-    """True when an op on ``ts`` is recorded for backward."""
-    return is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
 
 
 def _raw1(f):

@@ -13,7 +13,7 @@ import time
 from ..tensor import is_grad_enabled, no_grad
 from . import fast
 from .load import OnnxRuntimeError, UnsupportedOpError
-from .ops import _arr, _grad, implementation
+from .ops import _arr, implementation
 
 __all__ = ["execute"]
 
@@ -48,7 +48,7 @@ def _call(step, args, recording, source):
         if step.constant:
             with no_grad():
                 return implementation(node.op)(node, *args)
-        out = None if _grad(*args) else fast.call(step, args, () if recording else step.inplace)
+        out = fast.call(step, args, recording)
         return implementation(node.op)(node, *args) if out is None else out
     except (UnsupportedOpError, NotImplementedError) as e:
         raise UnsupportedOpError(f"{source}: node {node.name!r} ({node.op}): {e}") from e
