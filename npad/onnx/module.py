@@ -219,10 +219,11 @@ class OnnxModule(Module):
             cached = self._plans[pkey] = (len(static), self._plan(targets, set(env), static, set(targets) | set(hooks)))
         first = next(iter(env.values()), None)
         xp = get_array_module(first.data) if first is not None else np
-        if self.dtype != self._node_dtype:   # Cast follows the module's dtype (ops.py)
+        dtype = self.dtype
+        if dtype != self._node_dtype:   # Cast follows the module's dtype (ops.py), also after a parent's .to()
             for n in self.graph.nodes:
-                n.dtype = self.dtype
-            object.__setattr__(self, "_node_dtype", self.dtype)
+                n.dtype = dtype
+            object.__setattr__(self, "_node_dtype", dtype)
         fetch = self._fetcher(static, xp)
         execute(cached[1], env, static, fetch, hooks, self._records(env.values()), self.source, timing)
         return [env[t] if t in env else fetch(t, False) for t in targets]
