@@ -557,6 +557,9 @@ def test_value_hook_replaces_a_value_in_forward_until_removed():
     handle.remove()
     with npad.no_grad():
         assert not np.allclose(m(x).numpy(), hooked)
+        with_input_hook = m.register_value_hook("input", lambda v: v * 2)          # graph inputs too
+        np.testing.assert_allclose(m(x).numpy(), m.run(2 * x)[0].numpy(), rtol=1e-6)
+        with_input_hook.remove()
     with pytest.raises(KeyError, match="nope"):
         m.register_value_hook("nope", print)
     assert m.value_names()[0] == "input" and {"r", "d", "out"} <= set(m.value_names())
