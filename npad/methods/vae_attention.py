@@ -7,8 +7,8 @@ The attention map (paper Sec. 3.1, Eq. 1-2; the authors' ``gradcam.py``):
 1. Forward an image batch through the VAE's encoder; capture the activations A (N x C x h x w)
    of a chosen layer, picked by name (``"encoder.2"``; for an ONNX-imported encoder the ONNX
    value name, ``"trunk.fx.model:stage5"`` or just ``"stage5"``). The model is not edited: a
-   forward hook (or, inside an :class:`~npad.onnx.OnnxModule`, a wrapper of its forward that
-   runs the graph in two parts around that value) swaps A for a tensor whose gradient is kept.
+   forward hook (inside an :class:`~npad.onnx.OnnxModule`, a value hook) swaps A for a tensor
+   whose gradient is kept.
 2. Back-propagate the latent mean: the sum over latent dimensions (``target="sum"``, what the
    authors' code does) or one dimension z_i. Images do not interact (the model is in eval
    mode), so the batch sum gives every image its own gradient dmu/dA.
@@ -83,10 +83,6 @@ def _onnx_modules(model):
     return [(n, m) for n, m in model.named_modules() if isinstance(m, OnnxModule)]
 
 
-def _onnx_values(m):
-    return set(m._producer) | set(m.input_names)
-
-
 def find_layer(model, layer):
     """Where ``layer`` lives in ``model``: ``("module", submodule, None)`` for a submodule path
     (``"encoder.2"``; ``""`` is the model itself), or ``("onnx", onnx_module, value)`` for an ONNX
@@ -95,22 +91,22 @@ def find_layer(model, layer):
     if ":" in layer:
         path, value = layer.split(":", 1)
         m = model.get_submodule(path)
-        if not hasattr(m, "_producer"):
+        if not hasattr(m, "register_value_hook"):
             raise TypeError(f"layer {layer!r}: {path!r} is a {type(m).__name__}, not an OnnxModule")
-        m._check_targets([value])
+        m.check_values([value])
         return "onnx", m, value
     try:
         return "module", model.get_submodule(layer), None
     except AttributeError:
         pass
-    hits = [(n, m) for n, m in _onnx_modules(model) if layer in _onnx_values(m)]
+    hits = [(n, m) for n, m in _onnx_modules(model) if layer in m.value_names()]
     if len(hits) == 1:
         return "onnx", hits[0][1], layer
     if len(hits) > 1:
         raise KeyError(f"layer {layer!r} is a value of several ONNX modules {[n for n, _ in hits]}; "
                        f"write it as '<module path>:{layer}'")
     onnx = _onnx_modules(model)
-    removed = [n for n, m in onnx if layer in getattr(m, "_removed", ())]
+    removed = [n for n, m in onnx if layer in m.folded_values]
     if removed:
         raise KeyError(f"layer {layer!r} was folded away (BatchNorm folded into its convolution) in {removed}; "
                        "take the BatchNorm output's name, or import the backbone with frozen=False")
@@ -131,12 +127,10 @@ class LayerCapture:
     def __init__(self, model, layer, detach=True):
         self.layer, self.detach, self.activation = layer, detach, None
         kind, mod, value = find_layer(model, layer)
-        self._module = mod
         if kind == "module":
             self._handle = mod.register_forward_hook(lambda m, inputs, out: self._swap(out))
         else:
-            self._handle = None
-            self._wrap_onnx(mod, value)
+            self._handle = mod.register_value_hook(value, self._swap)
 
     def _swap(self, a):
         if not isinstance(a, Tensor):
@@ -148,39 +142,8 @@ class LayerCapture:
         self.activation = a
         return a
 
-    def _wrap_onnx(self, m, value):
-        """Run the ONNX graph up to ``value``, swap it, then run the rest from it (the nodes
-        downstream read the swapped tensor). Values upstream that a later node also needs (a skip
-        connection around ``value``) are recomputed in the second part."""
-        original = m.forward
-        capture = self
-
-        def forward(*inputs, taps=None):
-            if taps is not None:
-                targets = [taps] if isinstance(taps, str) else list(taps)
-            else:
-                targets = list(m.outputs) if m.outputs is not None else list(m.output_names)
-            if capture.detach:
-                with no_grad():
-                    a = original(*inputs, taps=[value])[0]
-            else:
-                a = original(*inputs, taps=[value])[0]
-            a = capture._swap(a)
-            feeds = m._feeds(inputs)
-            feeds[value] = a
-            with enable_grad():   # the caller may run the trunk under no_grad when nothing upstream trains
-                vals = m._run(feeds, tuple(targets))
-            if taps is None and m.outputs is None and len(targets) == 1:
-                return vals[0]
-            return vals
-
-        object.__setattr__(m, "forward", forward)
-
     def remove(self):
-        if self._handle is not None:
-            self._handle.remove()
-        else:
-            self._module.__dict__.pop("forward", None)
+        self._handle.remove()
 
     def __enter__(self):
         return self
