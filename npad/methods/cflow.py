@@ -30,8 +30,6 @@ synthetic dataset: gear 98.2 / 99.0 / 97.6 and weave 95.4 / 98.3 / 96.1 (image A
 AUROC / AUPRO). Two npad choices differ from the authors' code: fibers are standardised per
 channel before the flow (``standardize``), and the quick budget uses a larger learning rate.
 """
-import time
-
 import numpy
 
 from .. import functional as F
@@ -42,10 +40,9 @@ from ..flows import cflow_decoder, gaussian_log_prob, positional_encoding_2d
 from ..maps import upsample
 from ..nn import ModuleList
 from ..optim import Adam, CosineAnnealingLR
-from ..progress import progress
 from ..backend import get_array_module, to_cpu
 from ..tensor import Tensor, no_grad
-from .base import AnomalyModel
+from .base import AnomalyModel, backward_step, train_loop
 
 
 class CFlow(AnomalyModel):
@@ -162,33 +159,27 @@ class CFlow(AnomalyModel):
         warm = c["warmup_epochs"] * c["sub_epochs"] * len(loader)
         sched = CosineAnnealingLR(opt, T_max=steps, eta_min=c["lr"] * 1e-3, warmup=warm, warmup_start_factor=0.1)
         rng = numpy.random.default_rng(c["seed"])
-        self.decoders.train()
-        t0, n_fibers, losses = time.perf_counter(), 0, []
-        bar = progress(range(c["meta_epochs"] * c["sub_epochs"]), desc="CFLOW epochs", unit="epoch", quiet=quiet)
-        for epoch in bar:
-            epoch_loss, epoch_n = 0.0, 0
-            for batch in loader:
-                with no_grad():
-                    feats = self.encoder(batch["image"])
-                for i, feat in enumerate(feats):
-                    e, p = self._fibers(feat.data)
-                    perm = get_array_module(e).asarray(rng.permutation(len(e)))
-                    for f in range(len(e) // c["fiber_batch"]):
-                        idx = perm[f * c["fiber_batch"]:(f + 1) * c["fiber_batch"]]
-                        loss = -F.logsigmoid(self._log_prob(i, e[idx], p[idx])).mean()
-                        opt.zero_grad()
-                        loss.backward()
-                        opt.step()
-                        epoch_loss += loss.item() * len(idx)
-                        epoch_n += len(idx)
-                sched.step()
-            n_fibers += epoch_n
-            losses.append(epoch_loss / max(epoch_n, 1))
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
-        seconds = time.perf_counter() - t0
-        self.history = dict(loss=losses, train_seconds=seconds, fibers_per_s=n_fibers / max(seconds, 1e-9))
-        self.decoders.eval()
+
+        def step(batch):
+            """One image batch: per scale, its fibers shuffled and cut into batches of ``fiber_batch``,
+            one update each on -logsigmoid(log p / C) (Eq. 9). Returns (mean loss, fibers)."""
+            with no_grad():
+                feats = self.encoder(batch["image"])
+            total, n = 0.0, 0
+            for i, feat in enumerate(feats):
+                e, p = self._fibers(feat.data)                                     # BHW x C, BHW x P
+                perm = get_array_module(e).asarray(rng.permutation(len(e)))
+                for f in range(len(e) // c["fiber_batch"]):
+                    idx = perm[f * c["fiber_batch"]:(f + 1) * c["fiber_batch"]]
+                    loss = -F.logsigmoid(self._log_prob(i, e[idx], p[idx])).mean()
+                    total += backward_step(opt, loss) * len(idx)
+                    n += len(idx)
+            return total / max(n, 1), n
+
+        self.history = {}
+        train_loop(step, lambda epoch: loader, c["meta_epochs"] * c["sub_epochs"], opt, sched, schedule="batch",
+                   modules=[self.decoders], desc="CFLOW epochs", quiet=quiet, history=self.history)
+        self.history["fibers_per_s"] = self.history["samples_per_s"]
         self._fit_reference(self._with_transform(dataset, train=False))
         if validation is not None:
             self.calibrate(validation)

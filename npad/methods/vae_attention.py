@@ -56,8 +56,6 @@ normalisation of the gradient already puts the maps of different images on one s
 Reported (MVTec AD pixel AUROC, ten categories): 0.86 mean claimed by the paper, about 0.51
 reproduced by the report (their Table 4, with AUPRO and best IoU).
 """
-import time
-
 import numpy
 
 from .. import functional as F
@@ -67,9 +65,8 @@ from ..maps import upsample
 from ..nn import (BatchNorm2d, Conv2d, ConvTranspose2d, Flatten, Linear, Module, ReLU, Sequential, Sigmoid,
                   Unflatten)
 from ..optim import Adam
-from ..progress import progress
 from ..tensor import Tensor, enable_grad, manual_seed, no_grad
-from .base import AnomalyModel
+from .base import AnomalyModel, backward_step, train_loop
 
 __all__ = ["LayerCapture", "attention_maps", "find_layer", "ConvVAE", "TrunkVAE", "OnnxTrunk", "vae_loss",
            "fit_vae", "best_iou", "VAEAttention"]
@@ -431,44 +428,32 @@ def _trainable(model):
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def fit_vae(model, data, epochs=10, lr=1e-3, batch_size=128, seed=0, quiet=None, desc="VAE epochs"):
+def fit_vae(model, data, epochs=10, lr=1e-3, batch_size=128, seed=0, quiet=None, desc="VAE epochs", history=None):
     """Train ``model`` (forward -> (recon, mu, logvar)) with Adam on ``data``: an N x C x H x W
-    array in [0, 1] or a dataset of dicts with "image". Returns the per-epoch mean negative ELBO."""
+    array in [0, 1] or a dataset of dicts with "image". Returns the per-epoch mean negative ELBO;
+    ``history`` (a dict) receives the whole training history (``npad.methods.base.train_loop``)."""
     manual_seed(seed)
     opt = Adam(_trainable(model), lr=lr)
     rng = numpy.random.default_rng(seed)
     if hasattr(data, "shape"):
         arr = numpy.asarray(data, numpy.float32)
 
-        def batches():
+        def batches(epoch):
             perm = rng.permutation(len(arr))
-            for i in range(0, len(arr), batch_size):
-                yield arr[perm[i:i + batch_size]]
+            return (arr[perm[i:i + batch_size]] for i in range(0, len(arr), batch_size))
     else:
         loader = DataLoader(data, batch_size=batch_size, shuffle=True, seed=seed, prefetch=2)
 
-        def batches():
-            for b in loader:
-                yield b["image"]
-    model.train()
-    losses = []
-    bar = progress(range(epochs), desc=desc, unit="epoch", quiet=quiet)
-    for _ in bar:
-        tot, cnt = 0.0, 0
-        for xb in batches():
-            x = Tensor(xb)
-            recon, mu, logvar = model(x)
-            loss = vae_loss(recon, x, mu, logvar)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            tot += loss.item() * len(xb)
-            cnt += len(xb)
-        losses.append(tot / max(cnt, 1))
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{losses[-1]:.2f}")
-    model.eval()
-    return losses
+        def batches(epoch):
+            return (b["image"] for b in loader)
+
+    def step(xb):
+        x = Tensor(xb)
+        recon, mu, logvar = model(x)
+        return backward_step(opt, vae_loss(recon, x, mu, logvar)), len(xb)
+
+    history = train_loop(step, batches, epochs, opt, modules=[model], desc=desc, quiet=quiet, history=history)
+    return history["loss"]
 
 
 @no_grad()
@@ -479,8 +464,8 @@ def negative_elbo(model, x, batch_size=64):
     for i in range(0, len(x), batch_size):
         xb = Tensor(numpy.asarray(x[i:i + batch_size], numpy.float32))
         recon, mu, logvar = model(xb)
-        bce = -(xb * F.log(F.clamp(recon, 1e-12, 1)) + (1 - xb) * F.log(F.clamp(1 - recon, 1e-12, 1)))
-        kl = -0.5 * (1 + logvar - mu * mu - F.exp(logvar))
+        bce = F.binary_cross_entropy(recon, xb, reduction="none")
+        kl = F.kl_normal(mu, logvar, reduction="none")
         out.append(to_cpu(bce.data).reshape(len(xb), -1).sum(1) + to_cpu(kl.data).sum(1))
     return numpy.concatenate(out)
 
@@ -566,9 +551,8 @@ class VAEAttention(AnomalyModel):
     def fit(self, dataset, validation=None, quiet=None):
         c = self.config
         ds = dataset if hasattr(dataset, "shape") else self._with_transform(dataset, train=True)
-        t0 = time.perf_counter()
-        losses = fit_vae(self.vae, ds, c["epochs"], c["lr"], c["batch_size"], c["seed"], quiet=quiet)
-        self.history = dict(loss=losses, train_seconds=time.perf_counter() - t0)
+        self.history = {}
+        fit_vae(self.vae, ds, c["epochs"], c["lr"], c["batch_size"], c["seed"], quiet=quiet, history=self.history)
         if validation is not None:
             self.calibrate(validation)
         return self
