@@ -281,7 +281,7 @@ def train_loop(step, batches, epochs, optimizer, scheduler=None, schedule="epoch
 def _append_row(history, row):
     """Append one epoch's row; a key missing on either side gets NaN, so every list has one entry per epoch."""
     done = len(history.get("seconds", ()))
-    for k in row.keys() | {k for k, v in history.items() if isinstance(v, list)}:
+    for k in list(row) + [k for k, v in history.items() if isinstance(v, list) and k not in row]:
         history.setdefault(k, [float("nan")] * done).append(row.get(k, float("nan")))
 
 

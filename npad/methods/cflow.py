@@ -17,18 +17,28 @@ Pipeline (paper Sec. 4, Fig. 2):
    size; summed over scales this is a likelihood map; anomaly map = its maximum - map; the
    image score is the anomaly map's maximum.
 
-Training follows the authors' recipe: Adam lr 2e-4; meta-epochs with a cosine schedule down
-to lr * 1e-3 and a linear warm-up over the first two; within each image batch and scale all
-positions are flattened into fibers, shuffled, and fiber batches of 256 each take one step;
-training images are rotated randomly by up to +-5 degrees.
+Training follows the authors' recipe: Adam lr 2e-4; ``meta_epochs`` x ``sub_epochs`` epochs under a
+cosine schedule down to lr * 1e-3, with a linear warm-up from lr / 10 over the first
+``warmup_epochs`` meta-epochs (the schedule steps after every image batch); within each image batch
+and scale all positions are flattened into fibers, shuffled, and fiber batches of 256 each take one
+step; training images are rotated randomly by up to +-5 degrees (Sec. 5.1).
 
 Reported (paper Table 2/3, MVTec AD, WRN-50-2, 512x512 px): 98.26 image AUROC, 98.62 pixel
 AUROC, 94.60 AUPRO (mean of 15 categories).
 
 npad, quick budget (8 meta-epochs, lr 6e-3), EfficientNet-Lite0 at 256 px, on the embedded
 synthetic dataset: gear 98.2 / 99.0 / 97.6 and weave 95.4 / 98.3 / 96.1 (image AUROC / pixel
-AUROC / AUPRO). Two npad choices differ from the authors' code: fibers are standardised per
-channel before the flow (``standardize``), and the quick budget uses a larger learning rate.
+AUROC / AUPRO).
+
+Where npad differs from the authors' code (all of it):
+
+1. Fibers are standardised per channel before the flow (``standardize``); the Jacobian of that
+   map is added to log p, so log p stays the density of the raw features.
+2. The coupling's soft clamp is s' = clamp tanh(s / clamp), where FrEIA's block, which the
+   authors use, computes s' = clamp tanh(s) (s: the prescaled subnet output; ``npad.flows``).
+   Both saturate at +-clamp; near 0 npad's s' ~ s, FrEIA's ~ clamp s.
+3. Rotated training images fill their corners by reflection, not with black.
+4. The quick budget (``quick=True``) trains fewer, shorter epochs with a larger learning rate.
 """
 import numpy
 
