@@ -74,9 +74,9 @@ from .. import functional as F
 from ..backend import get_array_module, to_cpu
 from ..nn import Conv2d, ConvTranspose2d, Identity, LeakyReLU, Linear, Module, ReLU, Sequential
 from ..optim import Adam
-from ..tensor import Tensor, manual_seed, no_grad, randn
+from ..tensor import Tensor, manual_seed, no_grad
 from .base import backward_step, train_loop
-from .vae_attention import attention_maps
+from .vae_attention import attention_maps, map_activation, reparameterize
 
 __all__ = ["DSpritesVAE", "Discriminator", "permute_dims", "tc_estimate", "discriminator_loss", "gaussian_tc",
            "attention_disentanglement", "ad_maps", "ad_loss", "factorvae_loss", "fit_factorvae",
@@ -131,10 +131,7 @@ class DSpritesVAE(Module):
 
     def forward(self, x):
         mu, logvar = self.encode(x)
-        if self.training:
-            z = mu + F.exp(logvar * 0.5) * randn(*mu.shape, dtype=mu.dtype, device=mu.device)
-        else:
-            z = mu
+        z = reparameterize(mu, logvar, self.training)
         return self.decode(z), mu, logvar, z
 
 
@@ -284,13 +281,7 @@ def ad_maps(vae, x, layer="encoder.5", size=None, activation="abs", grad_norm=No
         uh = Tensor(_bilinear_matrix(m.shape[2], size[0]).astype(m.dtype))
         uw = Tensor(_bilinear_matrix(m.shape[3], size[1]).T.astype(m.dtype))
         m = F.matmul(F.matmul(uh, m), uw)
-    if activation == "abs":
-        m = F.abs(m)
-    elif activation == "relu":
-        m = F.relu(m)
-    elif activation is not None:
-        raise ValueError(f"ad_maps: activation must be 'abs', 'relu' or None, got {activation!r}")
-    return m
+    return map_activation(m, activation)
 
 
 def _bilinear_matrix(n_in, n_out):
@@ -331,7 +322,7 @@ def factorvae_loss(vae, disc, x, gamma=35.0, lam=0.0, ad_layer="encoder.5", ad_s
         mu, logvar = vae._heads(h)
     else:
         mu, logvar = vae.encode(x)
-    z = mu + F.exp(logvar * 0.5) * randn(*mu.shape, dtype=mu.dtype, device=mu.device) if vae.training else mu
+    z = reparameterize(mu, logvar, vae.training)
     logits = vae.decode(z)
     recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / n
     kl = F.kl_normal(mu, logvar, reduction="sum") / n
@@ -390,7 +381,7 @@ def fit_factorvae(vae, disc, data, iterations=3000, batch_size=64, gamma=35.0, l
         backward_step(opt, loss)
         with no_grad():
             mu2, logvar2 = vae.encode(x2)
-            z2 = mu2 + F.exp(logvar2 * 0.5) * randn(*mu2.shape, dtype=mu2.dtype, device=mu2.device)
+            z2 = reparameterize(mu2, logvar2)
         parts["d_loss"] = backward_step(opt_d, discriminator_loss(disc, z.detach(), permute_dims(z2, rng)))
         last["x"] = x1
         return parts, batch_size

@@ -68,8 +68,8 @@ from ..optim import Adam
 from ..tensor import Tensor, enable_grad, manual_seed, no_grad
 from .base import AnomalyModel, backward_step, train_loop
 
-__all__ = ["LayerCapture", "attention_maps", "find_layer", "ConvVAE", "TrunkVAE", "OnnxTrunk", "vae_loss",
-           "fit_vae", "best_iou", "VAEAttention"]
+__all__ = ["LayerCapture", "attention_maps", "map_activation", "find_layer", "ConvVAE", "TrunkVAE", "OnnxTrunk",
+           "reparameterize", "vae_loss", "fit_vae", "best_iou", "VAEAttention"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,6 +253,18 @@ def _alphas(model, x, layer, target, grad_norm, encode):
     return alphas, dims, single, a
 
 
+def map_activation(m, activation):
+    """|M| (``"abs"``), max(M, 0) (``"relu"``) or M (None), for a Tensor (differentiable) or an array."""
+    if activation not in ("abs", "relu", None):
+        raise ValueError(f"attention maps: activation must be 'abs', 'relu' or None, got {activation!r}")
+    if activation is None:
+        return m
+    if isinstance(m, Tensor):
+        return F.abs(m) if activation == "abs" else F.relu(m)
+    xp = get_array_module(m)
+    return xp.abs(m) if activation == "abs" else xp.maximum(m, 0)
+
+
 def attention_maps(model, x, layer, target="sum", activation="abs", grad_norm="image", size=None,
                    encode=None, differentiable=False, align_corners=False):
     """Gradient attention maps of the latent mean of ``model`` for images ``x`` (N x C x H x W).
@@ -284,12 +296,7 @@ def attention_maps(model, x, layer, target="sum", activation="abs", grad_norm="i
         m = maps[0] if len(maps) == 1 else F.cat(maps, 1)
         if size is not False and tuple(m.shape[2:]) != tuple(size):
             m = F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=align_corners)
-        if activation == "abs":
-            m = F.abs(m)
-        elif activation == "relu":
-            m = F.relu(m)
-        elif activation is not None:
-            raise ValueError(f"attention_maps: activation must be 'abs', 'relu' or None, got {activation!r}")
+        m = map_activation(m, activation)
         if target == "mean":
             return m.mean(1)
         return m[:, 0] if single else m
@@ -298,12 +305,7 @@ def attention_maps(model, x, layer, target="sum", activation="abs", grad_norm="i
         n, k = m.shape[:2]
         m = upsample(m.reshape(n * k, *m.shape[2:]), tuple(size), align_corners=align_corners)
         m = m.reshape(n, k, *m.shape[1:])
-    if activation == "abs":
-        m = xp.abs(m)
-    elif activation == "relu":
-        m = xp.maximum(m, 0)
-    elif activation is not None:
-        raise ValueError(f"attention_maps: activation must be 'abs', 'relu' or None, got {activation!r}")
+    m = map_activation(m, activation)
     if target == "mean":
         return m.mean(axis=1)
     return m[:, 0] if single else m
@@ -312,15 +314,28 @@ def attention_maps(model, x, layer, target="sum", activation="abs", grad_norm="i
 # ---------------------------------------------------------------------------------------------
 # VAEs
 # ---------------------------------------------------------------------------------------------
-def _reparameterize(mu, logvar, training):
-    if not training:
+def reparameterize(mu, logvar, sample=True):
+    """z = mu + exp(logvar / 2) eps, eps ~ N(0, I) from npad's generator (the reparametrisation trick:
+    z ~ q(z|x) with a gradient to mu and logvar); z = mu when not ``sample``."""
+    if not sample:
         return mu
     from ..tensor import randn
-    eps = randn(*mu.shape, dtype=mu.dtype, device=mu.device)
-    return mu + F.exp(logvar * 0.5) * eps
+    return mu + F.exp(logvar * 0.5) * randn(*mu.shape, dtype=mu.dtype, device=mu.device)
 
 
-class ConvVAE(Module):
+class _VAE(Module):
+    """``forward(x)`` -> (recon, mu, logvar): ``encode``, z = mu + sigma eps in training mode (z = mu in
+    eval mode), ``decoder``."""
+
+    def decode(self, z):
+        return self.decoder(z)
+
+    def forward(self, x):
+        mu, logvar = self.encode(x)
+        return self.decode(reparameterize(mu, logvar, self.training)), mu, logvar
+
+
+class ConvVAE(_VAE):
     """The MNIST-size VAE of the authors' code (for ``size`` x ``size`` images, size % 4 == 0):
     encoder Conv(c, 64, 4, 2, 1) - ReLU - Conv(64, 128, 4, 2, 1) - ReLU - Flatten -
     Linear(128 (size/4)^2, hidden) - ReLU; heads ``fc1`` (mu) and ``fc2`` (log-var);
@@ -346,13 +361,6 @@ class ConvVAE(Module):
         h = self.encoder(x)
         return self.fc1(h), self.fc2(h)
 
-    def decode(self, z):
-        return self.decoder(z)
-
-    def forward(self, x):
-        mu, logvar = self.encode(x)
-        return self.decode(_reparameterize(mu, logvar, self.training)), mu, logvar
-
 
 class OnnxTrunk(Module):
     """A pretrained backbone (npad.backbones, through the ONNX importer) returning one feature
@@ -370,7 +378,7 @@ class OnnxTrunk(Module):
         return self.fx(x)[0]
 
 
-class TrunkVAE(Module):
+class TrunkVAE(_VAE):
     """The MVTec VAE: pretrained trunk, linear heads to the latent, transposed-convolution decoder
     with BatchNorm up to ``size`` (a power of two times 4). See the module docstring."""
 
@@ -408,13 +416,6 @@ class TrunkVAE(Module):
         h = self.trunk(x)
         h = F.mean(h, (2, 3)) if self.head == "pool" else self.neck(h)
         return self.fc_mu(h), self.fc_logvar(h)
-
-    def decode(self, z):
-        return self.decoder(z)
-
-    def forward(self, x):
-        mu, logvar = self.encode(x)
-        return self.decode(_reparameterize(mu, logvar, self.training)), mu, logvar
 
 
 def vae_loss(recon, x, mu, logvar):
