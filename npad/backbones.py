@@ -31,12 +31,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+from .io import atomic_write
 
 __all__ = [
     "BackboneSpec", "BACKBONES", "get_backbone", "list_backbones",
@@ -122,22 +123,6 @@ def _sha256(path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 # ----------------------------------------------------------------------------
@@ -280,7 +265,8 @@ def convert_efficientnet_lite0(checkpoint=None, out=None) -> Path:
     model = build_efficientnet_lite0(load_torch_checkpoint(ckpt))
     out = Path(out) if out is not None else Path("efficientnet_lite0.onnx")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out, model.SerializeToString())
+    with atomic_write(out) as f:
+        f.write(model.SerializeToString())
     return out
 
 
@@ -316,7 +302,8 @@ def efficientnet_lite0_onnx(cache_dir=None, checkpoint=None) -> Path:
     if _cache_valid(path, sidecar):
         return path
     convert_efficientnet_lite0(ckpt, path)
-    _atomic_write(sidecar, f"{_sha256(path)}  {path.name}\n".encode())
+    with atomic_write(sidecar, "w") as f:
+        f.write(f"{_sha256(path)}  {path.name}\n")
     return path
 
 
