@@ -168,3 +168,12 @@ def test_complete_files_with_odd_endings_are_kept(tmp_path):
     _png(tmp_path / "n/plain.bmp", a)
     ds = FolderDataset(tmp_path / "n")
     assert len(ds) == 3 and ds.skipped == []
+
+
+def test_array_dataset_refuses_nan():
+    from npad.data import ArrayDataset
+
+    x = np.full((3, 3, 4, 4), 0.5, np.float32)
+    x[2, 1, 0, 3] = np.nan
+    with pytest.raises(ValueError, match=r"1 NaN or inf value\(s\), the first in image 2"):
+        ArrayDataset(x)
