@@ -96,7 +96,8 @@ _UMASK = _read_umask()  # read once at import (os.umask is process-wide, not thr
 def default_mode(directory: bool = False) -> int:
     """Permission bits a plain ``open``/``mkdir`` would give: 0o666 (files) or 0o777 (folders) minus the umask.
 
-    Temporary files from :mod:`tempfile` are private (0o600/0o700); writers chmod them to this before the rename.
+    Temporary files from :mod:`tempfile` are private (0o600/0o700); :func:`atomic_path` gives a new file this
+    mode, and a replaced file's own mode, before the rename.
     """
     return (0o777 if directory else 0o666) & ~_UMASK
 
@@ -210,7 +211,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(path.parent)
-    suffix = path.suffix if suffix is None else suffix
+    suffix = (path.suffix if suffix is None else suffix)[:_TEMP_NAME_CHARS]
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=suffix + ".tmp", dir=str(path.parent))
     os.close(fd)
     tmp_path = Path(tmp)
