@@ -66,9 +66,10 @@ def main(argv=None):
             label = cls.__name__ if len(args.backbone) == 1 else f"{cls.__name__} ({backbone})"
             folder = name if len(args.backbone) == 1 else f"{name}_{backbone}"
             sub = argparse.Namespace(**{**vars(args), "out": os.path.join(args.out, folder)})
-            rows = run(lambda: cls(**opts), sub, cls.__name__)
+            made = []                                                   # the model, to record its whole config
+            rows = run(lambda: made.append(cls(**opts)) or made[-1], sub, cls.__name__)
             means.append((label, rows[-1]))
-            records.append(dict(method=name, backbone=backbone, options=opts, rows=rows))
+            records.append(dict(method=name, backbone=backbone, config=made[-1].config, rows=rows))
     head = "| method | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
     lines = [f"Data: {args.data or 'npad synthetic (weave, gear)'}; backbone {', '.join(args.backbone)}; "
              f"{args.size} px; "
