@@ -56,8 +56,9 @@ def main(argv=None):
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     d = min(args.projection, args.channels)
-    proj = bank[:, :d].copy()
-    step = best_time(lambda: proj @ proj[0], repeat=3)
+    proj = rng.standard_normal((args.patches, d), dtype=np.float32)     # the projected bank's layout
+    step = float(np.median([best_time(lambda: proj @ proj[rng.integers(args.patches)], repeat=1, min_time=0.05)
+                            for _ in range(5)]))
     print(f"coreset {len(core):,} of {args.patches:,}: {t_core:.1f} s ({t_core / len(core) * 1e3:.1f} ms per step; "
           f"floor, one {args.patches:,} x {d} product: {step * 1e3:.1f} ms, ratio {t_core / len(core) / step:.2f}); "
           f"peak NumPy memory {mb(peak):.0f} MB beyond the bank")

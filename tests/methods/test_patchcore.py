@@ -49,15 +49,14 @@ def test_blocked_nearest_equals_brute_force(xp, k):
         np.testing.assert_allclose(np.asarray(d.tolist()), np.take_along_axis(d_all, want_i, 1), rtol=1e-10)
 
 
-def test_nearest_merges_bank_blocks(monkeypatch):
-    """A bank larger than one block (2^16 rows) is searched in pieces whose best are merged."""
+def test_nearest_merges_bank_blocks():
+    """Bank blocks of 7 rows: the nearest of each block are merged, with their global indices."""
     rng = np.random.default_rng(4)
-    bank = rng.standard_normal(((1 << 16) + 300, 2)).astype(np.float32)
-    q = np.concatenate([bank[[5, (1 << 16) + 7]] + 1e-3, rng.standard_normal((3, 2)).astype(np.float32)])
-    d, i = nearest(q, bank, k=3)
-    full = ((q[:, None] - bank[None]) ** 2).sum(-1)
-    np.testing.assert_array_equal(i, np.argsort(full, axis=1)[:, :3])
-    assert i[0, 0] == 5 and i[1, 0] == (1 << 16) + 7
+    bank = rng.standard_normal((60, 2)).astype(np.float32)
+    q = np.concatenate([bank[[5, 57]] + 1e-3, rng.standard_normal((3, 2)).astype(np.float32)])
+    d, i = nearest(q, bank, k=3, block=7)
+    np.testing.assert_array_equal(i, np.argsort(((q[:, None] - bank[None]) ** 2).sum(-1), axis=1)[:, :3])
+    assert i[0, 0] == 5 and i[1, 0] == 57
     assert nearest(q, bank[:2], k=9)[1].shape == (5, 2)                      # k larger than the bank
 
 
