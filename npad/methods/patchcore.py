@@ -29,7 +29,7 @@ stays at the bank plus one block of distances; NumPy and CuPy alike.
 Reported (MVTec AD means, WRN-50-2 at 224 px; image AUROC from Table 1, pixel AUROC and PRO from
 Table 2): PatchCore-25% 99.1 / 98.1 / 93.4, PatchCore-10% 99.0 / 98.1 / 93.5, PatchCore-1%
 99.0 / 98.0 / 93.1. npad measures on bsdata_pitting (real photographs, 256 px, 1% coreset, these
-defaults; docs/RESULTS.md): 84.3 / 98.5 / 71.6 (image AUROC / pixel AUROC / AUPRO) with
+defaults; benchmarks/compare.py): 84.3 / 98.5 / 71.6 (image AUROC / pixel AUROC / AUPRO) with
 EfficientNet-Lite0, 84.5 / 98.6 / 71.7 with Lite1, 83.9 / 98.8 / 73.8 with Lite2, below PaDiM's
 87.2 / 99.1 / 77.6 (Lite0). With these features nearest-neighbour distances are about 20, so the
 exponentials of Eq. 7 saturate: its weight lies in 0.996 .. 1 and ranks images as s* alone does.
