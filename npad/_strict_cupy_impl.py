@@ -94,15 +94,24 @@ def _signature(params):
     return None if params is None else _inspect.signature(eval(f"lambda {params}: None", {"numpy": _np}))
 
 
+# Parameters that give shapes, axes, sizes or split points: CuPy reads them on the host (tuple(),
+# iteration, numpy.asarray: cupy/_manipulation/split.py, _padding/pad.py...), so a host array there
+# is no device operand and passes.
+_LAYOUT = frozenset({"axis", "axes", "shape", "newshape", "new_shape", "indices_or_sections", "reps", "repeats",
+                     "pad_width", "source", "destination", "kth", "s", "size", "window_shape", "strides",
+                     "dims", "dimensions", "output_shape"})
+
+
 def _checker(name, params, host=()):
     """f(args, kwargs) -> (args, kwargs) unwrapped for NumPy, after checking them against CuPy's signature;
-    parameters in ``host`` may hold host arrays, every other one refuses them."""
+    parameters in ``host`` (and layout parameters, see _LAYOUT) may hold host arrays, every other one
+    refuses them."""
     sig = _signature(params)
     if sig is None:
         return lambda args, kwargs: (_dev(args, name), {k: _dev(v, name) for k, v in kwargs.items()})
     positional = [p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     rest = next((p.name for p in sig.parameters.values() if p.kind == p.VAR_POSITIONAL), None)
-    host = frozenset(host)
+    host = frozenset(host) | (_LAYOUT & set(sig.parameters))
 
     def check(args, kwargs):
         try:
