@@ -6,6 +6,7 @@ import copy as _copy
 import importlib as _importlib
 import inspect as _inspect
 import types as _types
+import warnings as _warnings
 
 import numpy as _np
 
@@ -364,6 +365,11 @@ class ndarray:
         return (self[i] for i in range(len(self._a)))
 
     def __bool__(self):
+        if self._a.size == 0:           # CuPy warns and answers False where NumPy 2 raises
+            _warnings.warn("The truth value of an empty array is ambiguous. Returning False, but in future "
+                           "this will result in an error. Use `array.size > 0` to check that an array is not "
+                           "empty.", DeprecationWarning, stacklevel=2)
+            return False
         return bool(self._a)
 
     def __int__(self):
