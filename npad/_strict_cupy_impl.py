@@ -2,7 +2,6 @@
 
 Kept apart so that CuPy's names there (all, any, sum, max, bool...) never shadow Python's here."""
 import ast as _ast
-import copy as _copy
 import importlib as _importlib
 import inspect as _inspect
 import types as _types
@@ -28,8 +27,8 @@ def _result(r):
         return _wrap(r)
     if isinstance(r, _np.generic):
         return _wrap(_np.asarray(r))
-    if isinstance(r, (tuple, list)):
-        return type(r)(_result(x) for x in r) if type(r) in (tuple, list) else tuple(_result(x) for x in r)
+    if isinstance(r, (tuple, list)):       # a named tuple (NumPy's eigh, slogdet) as CuPy's plain one
+        return (list if type(r) is list else tuple)(_result(x) for x in r)
     return r
 
 
