@@ -66,3 +66,23 @@ def tiny_mvtec(tmp_path_factory):
         _write(root / "test" / "square" / f"{i:03d}.png", img)
         _write(root / "ground_truth" / "square" / f"{i:03d}_mask.png", mask)
     return root
+
+
+# NPAD_TEST_XP=strict: the whole suite with every tensor on npad.strict_cupy, a CuPy stand-in that
+# refuses NumPy-only paths as CuPy would on a GPU (see npad/strict_cupy.py).
+_XP = __import__("os").environ.get("NPAD_TEST_XP", "numpy")
+if _XP == "strict":
+    from npad.testing import use_strict_cupy
+    _strict_xp = use_strict_cupy()
+    npad.set_device("cuda")
+
+    @pytest.fixture
+    def xp():  # noqa: F811  (replaces the numpy/cupy fixture above)
+        return _strict_xp
+
+    @pytest.fixture(autouse=True)
+    def _strict_device():
+        npad.set_device("cuda")     # again for each test: a test may have chosen "cpu"
+        yield
+elif _XP != "numpy":
+    raise ValueError(f"NPAD_TEST_XP={_XP!r}: use 'numpy' (the default) or 'strict'")
