@@ -1,7 +1,10 @@
 """Shared fixtures: every backend test runs on NumPy, and on CuPy when it can be used.
 
 The CI runs the conv and method tests a second time with NPAD_REFERENCE=1 (.ci/run): the reference
-ops alone, as if npad/kernels/ were deleted."""
+ops alone, as if npad/kernels/ were deleted; and the whole suite a third time with NPAD_TEST_XP=strict,
+every tensor on the strict CuPy stand-in (below). A test about CPU-only machinery (the NumPy kernels of
+npad/kernels/cpu.py, npad's threads and BLAS control, the ONNX batch split, NumPy's view of a tensor)
+carries ``@pytest.mark.cpu``: it runs on the CPU under that switch too."""
 import numpy as np
 import pytest
 from PIL import Image
@@ -23,6 +26,10 @@ def xp(request):
         import cupy
         return cupy
     return np
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cpu: about CPU-only machinery; runs on the CPU even under NPAD_TEST_XP=strict")
 
 
 @pytest.fixture(autouse=True)
@@ -76,13 +83,17 @@ if _XP == "strict":
     _strict_xp = use_strict_cupy()
     npad.set_device("cuda")
 
+    def _on_cpu(request):
+        return request.node.get_closest_marker("cpu") is not None
+
     @pytest.fixture
-    def xp():  # noqa: F811  (replaces the numpy/cupy fixture above)
-        return _strict_xp
+    def xp(request):  # noqa: F811  (replaces the numpy/cupy fixture above)
+        return np if _on_cpu(request) else _strict_xp
 
     @pytest.fixture(autouse=True)
-    def _strict_device():
-        npad.set_device("cuda")     # again for each test: a test may have chosen "cpu"
+    def _strict_device(request):
+        npad.set_device("cpu" if _on_cpu(request) else "cuda")      # for each test: a test may choose
         yield
+        npad.set_device("cuda")     # module fixtures made before the next test's start: on the stand-in
 elif _XP != "numpy":
     raise ValueError(f"NPAD_TEST_XP={_XP!r}: use 'numpy' (the default) or 'strict'")
