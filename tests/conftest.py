@@ -38,6 +38,20 @@ def _seed():
     yield
 
 
+@pytest.fixture
+def stand_in(monkeypatch):
+    """The strict CuPy stand-in as device "cuda" for one test, in the plain run too (a real CuPy, the
+    default device and cupyx come back after it); returns the stand-in module."""
+    import sys
+    from npad import backend
+    from npad.testing import use_strict_cupy
+    for name in ("_cupy", "_cupy_error", "_device"):
+        monkeypatch.setattr(backend, name, getattr(backend, name))
+    for name in ("cupyx", "cupyx.scipy", "cupyx.scipy.special", "cupyx.scipy.ndimage"):
+        monkeypatch.setitem(sys.modules, name, sys.modules.get(name))
+    return use_strict_cupy()
+
+
 SIZE = 96
 
 

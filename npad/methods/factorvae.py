@@ -429,7 +429,7 @@ def disentanglement_score(encode, data, n_train=800, n_eval=800, L=100, n_std=10
     dimension predicts; -1 for dimensions never voted for)."""
     rng = numpy.random.default_rng(seed)
     x, f = data.sample(n_std, rng)
-    z = numpy.asarray(encode(x, f), numpy.float64)
+    z = numpy.asarray(to_cpu(encode(x, f)), numpy.float64)
     std = z.std(axis=0)
     active = numpy.flatnonzero(std >= prune)
     n_dims, n_fac = z.shape[1], len(data.factors)
@@ -441,7 +441,7 @@ def disentanglement_score(encode, data, n_train=800, n_eval=800, L=100, n_std=10
         for s in range(0, n, per):
             batch = ks[s:s + per]
             xs, fs = zip(*[data.sample_fixed(L, int(k), rng=rng) for k in batch])
-            zz = numpy.asarray(encode(numpy.concatenate(xs), numpy.concatenate(fs)), numpy.float64)
+            zz = numpy.asarray(to_cpu(encode(numpy.concatenate(xs), numpy.concatenate(fs))), numpy.float64)
             zz = zz.reshape(len(batch), L, n_dims)
             if len(active) == 0:
                 dims[s:s + len(batch)] = -1
@@ -496,7 +496,7 @@ def attention_image(vae, images, layer="encoder.5", dims=None):
     maximum, so the dimensions of one image compare)."""
     from ..viz import apply_colormap
     vae.eval()
-    x = numpy.asarray(images, numpy.float32)
+    x = numpy.asarray(to_cpu(images), numpy.float32)
     dims = list(range(vae.latent)) if dims is None else list(dims)
     m = numpy.asarray(to_cpu(attention_maps(vae, x, layer, target=dims, activation="abs", grad_norm=None)))
     rows = []
