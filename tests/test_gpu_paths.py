@@ -38,8 +38,9 @@ def cpu_work(monkeypatch):
             return result
         return wrapper
     monkeypatch.setattr(conv, "conv2d_kernel", counted("kernel", conv.conv2d_kernel))
-    _patch_everywhere(monkeypatch, _threads.parallel_over, counted(
-        "parallel_over", _threads.parallel_over, lambda result, n, fn, xp=np: xp is np))
+    def on_numpy(result, n, fn, *rest, **kwargs):                          # parallel_over(n, fn, xp=numpy, ...)
+        return kwargs.get("xp", rest[0] if rest else np) is np
+    _patch_everywhere(monkeypatch, _threads.parallel_over, counted("parallel_over", _threads.parallel_over, on_numpy))
     _patch_everywhere(monkeypatch, _threads.blas_threads, counted(
         "blas_threads", _threads.blas_threads, lambda *a, **k: True))
     monkeypatch.setattr(fast, "call", counted("inplace", fast.call))
