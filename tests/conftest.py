@@ -5,7 +5,8 @@ ops alone, as if npad/kernels/ were deleted; and the whole suite a third time wi
 every tensor on the strict CuPy stand-in (below). A test about CPU-only machinery (the NumPy kernels of
 npad/kernels/cpu.py, npad's threads and BLAS control, the ONNX batch split, NumPy's view of a tensor)
 carries ``@pytest.mark.cpu``: it runs on the CPU under that switch too, and with NPAD_DEVICE=cuda on a GPU
-(benchmarks/gpu_check.py)."""
+(benchmarks/gpu_check.py). Subprocesses a test starts run on the CPU under the switch: the stand-in lives in
+the test process."""
 import os
 
 import numpy as np
