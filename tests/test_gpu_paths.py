@@ -38,6 +38,7 @@ def cpu_work(monkeypatch):
             return result
         return wrapper
     monkeypatch.setattr(conv, "conv2d_kernel", counted("kernel", conv.conv2d_kernel))
+
     def on_numpy(result, n, fn, *rest, **kwargs):                          # parallel_over(n, fn, xp=numpy, ...)
         return kwargs.get("xp", rest[0] if rest else np) is np
     _patch_everywhere(monkeypatch, _threads.parallel_over, counted("parallel_over", _threads.parallel_over, on_numpy))
