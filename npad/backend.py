@@ -97,6 +97,11 @@ def is_cupy_array(a):
     return type(a).__module__.startswith("cupy")
 
 
+def device_of(a):
+    """"cuda" for a CuPy array, "cpu" for anything else: where a tensor wrapping ``a`` should live."""
+    return "cuda" if is_cupy_array(a) else "cpu"
+
+
 def get_array_module(*arrays):
     """cupy if any argument is a CuPy array (or a Tensor holding one), else numpy."""
     for a in arrays:

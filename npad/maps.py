@@ -5,7 +5,7 @@ All functions take and return arrays (NumPy or CuPy) outside the autograd graph.
 import numpy
 
 from . import functional as F
-from .backend import get_array_module, to_cpu
+from .backend import device_of, get_array_module, to_cpu
 from .tensor import Tensor, no_grad
 
 
@@ -14,8 +14,9 @@ def upsample(maps, size, align_corners=True):
     size = (size, size) if isinstance(size, int) else tuple(size)
     if tuple(maps.shape[-2:]) == size:
         return maps
-    with no_grad():
-        t = F.interpolate(Tensor(maps[:, None]), size=size, mode="bilinear", align_corners=align_corners)
+    with no_grad():     # the maps stay on their own device, whatever the default one is
+        x = Tensor(maps[:, None], device=device_of(maps))                 # N x 1 x h x w
+        t = F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
     return t.data[:, 0]                                                   # N x H x W
 
 
@@ -34,7 +35,7 @@ def image_scores(maps, reduction="max", k=None, pool=None):
     xp = get_array_module(maps)
     if pool:
         with no_grad():
-            maps = F.avg_pool2d(Tensor(maps[:, None]), pool, stride=1).data[:, 0]
+            maps = F.avg_pool2d(Tensor(maps[:, None], device=device_of(maps)), pool, stride=1).data[:, 0]
     flat = maps.reshape(maps.shape[0], -1)                                # N x HW
     if reduction == "max":
         return flat.max(axis=1)

@@ -20,7 +20,7 @@ which would otherwise give silently wrong gradients (PyTorch's version counter).
 """
 import numpy
 
-from .backend import default_xp, device_xp, get_array_module, is_cupy_array, to_cpu
+from .backend import default_xp, device_of, device_xp, get_array_module, is_cupy_array, to_cpu
 
 _grad_enabled = True
 _default_dtype = numpy.float32
@@ -155,7 +155,7 @@ class Tensor:
     shape = property(lambda self: self.data.shape)
     dtype = property(lambda self: self.data.dtype)
     ndim = property(lambda self: self.data.ndim)
-    device = property(lambda self: "cuda" if is_cupy_array(self.data) else "cpu")
+    device = property(lambda self: device_of(self.data))
     is_leaf = property(lambda self: self._creator is None)
     T = property(lambda self: self.permute(*reversed(range(self.ndim))))
     mT = property(lambda self: F.transpose(self, -2, -1))  # the last two axes swapped

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .backend import to_cpu
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from .io import atomic_write
 
@@ -69,7 +70,7 @@ def colormap(name: str = "jet", n: int = 256) -> np.ndarray:
 
 def apply_colormap(x: Any, cmap: str = "jet", vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
     """Colour a 2-D map: k = round(255 (x - vmin) / (vmax - vmin)), RGB = LUT[k]; vmin/vmax default to the map's range."""
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(to_cpu(x), dtype=np.float64)
     x = np.squeeze(x)
     if x.ndim != 2:
         raise ValueError(f"apply_colormap: expected a 2-D map, got shape {x.shape}")
@@ -84,16 +85,13 @@ def apply_colormap(x: Any, cmap: str = "jet", vmin: float | None = None, vmax: f
 def to_rgb(image: Any, normalized: bool | None = None, mean: Sequence[float] = IMAGENET_MEAN,
            std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
     """Image -> uint8 ``(H, W, 3)``: CHW/HWC/HW accepted, x = x' std + mean if normalised, then round(255 clip(x, 0, 1))."""
-    a = np.asarray(image)
-    get = getattr(image, "get", None)
-    if not isinstance(image, np.ndarray) and callable(get):
-        a = np.asarray(get())
+    a = to_cpu(image)
     if a.ndim == 3 and a.shape[0] in (1, 3) and not (a.shape[-1] in (1, 3) and a.shape[0] == 1):
         a = a.transpose(1, 2, 0)  # (C,H,W) -> (H,W,C); CHW wins when ambiguous (npad's layout)
     if a.ndim == 2:
         a = a[:, :, None]
     if a.ndim != 3 or a.shape[2] not in (1, 3):
-        raise ValueError(f"to_rgb: expected (3,H,W), (H,W,3) or (H,W), got shape {np.asarray(image).shape}")
+        raise ValueError(f"to_rgb: expected (3,H,W), (H,W,3) or (H,W), got shape {to_cpu(image).shape}")
     if a.shape[2] == 1:
         a = np.repeat(a, 3, axis=2)
     if a.dtype == np.uint8:
@@ -119,9 +117,9 @@ def overlay(image: Any, heatmap: Any, alpha: float = 0.5, cmap: str = "jet", vmi
             vmax: float | None = None, normalized: bool | None = None) -> np.ndarray:
     """Heatmap over image, out = (1 - alpha) image + alpha colormap(heatmap); the map is resized to the image."""
     rgb = to_rgb(image, normalized).astype(np.float32)  # (H,W,3)
-    h = np.squeeze(np.asarray(heatmap, np.float32))
+    h = np.squeeze(np.asarray(to_cpu(heatmap), np.float32))
     if h.ndim != 2:
-        raise ValueError(f"overlay: heatmap must be 2-D (or (1,H,W)), got shape {np.asarray(heatmap).shape}")
+        raise ValueError(f"overlay: heatmap must be 2-D (or (1,H,W)), got shape {to_cpu(heatmap).shape}")
     h = _resize_map(h, rgb.shape[:2])
     col = apply_colormap(h, cmap, vmin, vmax).astype(np.float32)
     return np.round((1 - alpha) * rgb + alpha * col).astype(np.uint8)
@@ -131,9 +129,9 @@ def contour(mask: Any, thickness: int = 1) -> np.ndarray:
     """Boundary pixels of a binary mask: m & ~erode(m), thickened by ``thickness - 1`` dilations (bool (H, W))."""
     from scipy import ndimage
 
-    m = np.squeeze(np.asarray(mask)) > 0.5
+    m = np.squeeze(to_cpu(mask)) > 0.5
     if m.ndim != 2:
-        raise ValueError(f"contour: mask must be 2-D (or (1,H,W)), got shape {np.asarray(mask).shape}")
+        raise ValueError(f"contour: mask must be 2-D (or (1,H,W)), got shape {to_cpu(mask).shape}")
     edge = m & ~ndimage.binary_erosion(m, structure=np.ones((3, 3), bool), border_value=0)
     if thickness > 1:
         edge = ndimage.binary_dilation(edge, structure=np.ones((3, 3), bool), iterations=thickness - 1)
@@ -143,7 +141,7 @@ def contour(mask: Any, thickness: int = 1) -> np.ndarray:
 def draw_contour(rgb: Any, mask: Any, color: Sequence[int] = (0, 255, 0), thickness: int = 1) -> np.ndarray:
     """Copy of uint8 ``rgb`` with the mask's boundary painted in ``color`` (mask resized by nearest neighbour)."""
     out = np.array(to_rgb(rgb), copy=True)
-    m = np.squeeze(np.asarray(mask, np.float32))
+    m = np.squeeze(np.asarray(to_cpu(mask), np.float32))
     m = _resize_map(m, out.shape[:2], nearest=True)
     out[contour(m, thickness)] = np.asarray(color, np.uint8)
     return out
@@ -171,10 +169,10 @@ def panel(image: Any, heatmap: Any, mask: Any = None, threshold: float | None = 
     """
     rgb = to_rgb(image, normalized)  # (H,W,3)
     H, W = rgb.shape[:2]
-    hm = _resize_map(np.squeeze(np.asarray(heatmap, np.float32)), (H, W))
+    hm = _resize_map(np.squeeze(np.asarray(to_cpu(heatmap), np.float32)), (H, W))
     over = overlay(rgb, hm, alpha, cmap, vmin, vmax)
     if mask is not None:
-        gt = _resize_map(np.squeeze(np.asarray(mask, np.float32)), (H, W), nearest=True) > 0.5
+        gt = _resize_map(np.squeeze(np.asarray(to_cpu(mask), np.float32)), (H, W), nearest=True) > 0.5
         gt_img = np.repeat((gt * 255).astype(np.uint8)[:, :, None], 3, 2)
         over = draw_contour(over, gt, (0, 255, 0))
     else:
@@ -218,7 +216,7 @@ def save_image(path: str | os.PathLike, rgb: Any) -> Path:
     """Write a uint8 (or [0,1] float) image as PNG, atomically."""
     from PIL import Image
 
-    path = Path(path)
+    path, rgb = Path(path), to_cpu(rgb)
     a = to_rgb(rgb) if np.asarray(rgb).dtype != np.uint8 or np.asarray(rgb).ndim != 3 else np.asarray(rgb)
     buf = _io.BytesIO()
     Image.fromarray(a).save(buf, format="PNG")
@@ -240,7 +238,7 @@ def save_panels(path: str | os.PathLike, images: Any, maps: Any, masks: Any = No
     if len(maps) != n or (masks is not None and len(masks) != n):
         raise ValueError(f"save_panels: {n} images but {len(maps)} maps" + ("" if masks is None else f" and {len(masks)} masks"))
     k = n if max_images is None else min(n, max_images)
-    mm = np.asarray(maps[:k], np.float32)
+    mm = np.asarray(to_cpu(maps[:k]), np.float32)
     lo = float(mm.min()) if vmin is None else vmin
     hi = float(mm.max()) if vmax is None else vmax
     panels = [
@@ -338,8 +336,8 @@ def score_histogram(path: str | os.PathLike, scores: Any, labels: Any, threshold
 
     ``backend``: 'auto' (matplotlib if importable, else Pillow), 'matplotlib' or 'pillow'.
     """
-    s = np.asarray(scores, np.float64).ravel()
-    y = np.asarray(labels).ravel().astype(int)
+    s = np.asarray(to_cpu(scores), np.float64).ravel()
+    y = to_cpu(labels).ravel().astype(int)
     if s.shape != y.shape:
         raise ValueError(f"score_histogram: {s.size} scores but {y.size} labels")
     if s.size == 0:

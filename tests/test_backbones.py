@@ -324,7 +324,7 @@ def test_lite1_lite2_feature_extractor(name):
     mean, std = np.asarray(fx.mean, np.float32)[:, None, None], np.asarray(fx.std, np.float32)[:, None, None]
     want = sess.run(fx.taps, {"input": (x - mean) / std})
     for f, r in zip(fx(x), want):
-        np.testing.assert_allclose(f.data, r, atol=1e-4 * float(np.abs(r).max()))
+        np.testing.assert_allclose(f.numpy(), r, atol=1e-4 * float(np.abs(r).max()))
     assert fx.strides == [8, 16]
 
 

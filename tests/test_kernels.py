@@ -15,6 +15,8 @@ import npad.functional as F
 from npad import Tensor, kernels
 from npad.kernels import cpu
 
+pytestmark = pytest.mark.cpu            # NumPy kernels: on the CPU under NPAD_TEST_XP=strict too
+
 rng = numpy.random.default_rng(0)
 
 CASES = [

@@ -289,8 +289,9 @@ RAISE = {inplace_on_leaf, modified_saved_input, step_between_backwards, int_tens
 
 
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # torch's own __array__
-@pytest.mark.parametrize("case", CASES, ids=[c.__name__ if c.__name__ != "<lambda>" else f"lambda{i}"
-                                              for i, c in enumerate(CASES)])
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.cpu) if c is to_numpy_implicitly else c
+                                  for c in CASES],        # NumPy's view of a tensor: CPU tensors only
+                         ids=[c.__name__ if c.__name__ != "<lambda>" else f"lambda{i}" for i, c in enumerate(CASES)])
 def test_like_torch(case):
     torch = pytest.importorskip("torch")
     theirs, ours = outcome(case, torch), outcome(case, npad)

@@ -433,6 +433,7 @@ def _split_run(m, x, grad=False):
         return fast.run_split(m, m._feeds([npad.tensor(x)]), tuple(m.output_names))
 
 
+@pytest.mark.cpu
 def test_batch_split_over_threads_matches_one_thread():
     """The batch split runs one slice per thread (npad.backend.parallel_over) once the slice shape has
     run: same numbers as the whole batch and onnxruntime; a fixed batch size, an output that is not
@@ -470,6 +471,7 @@ def test_batch_split_over_threads_matches_one_thread():
         backend.set_num_threads(before)
 
 
+@pytest.mark.cpu
 @pytest.mark.parametrize("tuned", [False, True])
 def test_forward_splits_the_batch_only_when_the_cpu_is_tuned(monkeypatch, tuned):
     from npad import backend

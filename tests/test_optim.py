@@ -7,6 +7,7 @@ import pytest
 import npad
 import npad.nn as nn
 from npad import optim
+from npad.backend import to_cpu
 
 
 def _param(values):
@@ -78,7 +79,7 @@ def test_optimizer_state_dict_resumes_exactly():
     state = ({k: v.copy() for k, v in half.state_dict().items()}, ho.state_dict())
     resumed, _ = run(3, resume_from=state)
     for k, v in full.state_dict().items():
-        np.testing.assert_array_equal(v, resumed.state_dict()[k])
+        np.testing.assert_array_equal(to_cpu(v), to_cpu(resumed.state_dict()[k]))
 
 
 def test_schedulers():

@@ -152,14 +152,8 @@ def test_random_pickle_copy_and_module(a):
     assert cp.get_array_module(a) is cp and cp.get_array_module(np.ones(1)) is np
 
 
-def test_use_strict_cupy_makes_cuda_the_stand_in(monkeypatch):
-    monkeypatch.setattr(backend, "_cupy", backend._cupy)
-    monkeypatch.setattr(backend, "_cupy_error", backend._cupy_error)
-    monkeypatch.setattr(backend, "_device", backend._device)
-    import sys
-    for name in ("cupyx", "cupyx.scipy", "cupyx.scipy.special", "cupyx.scipy.ndimage"):
-        monkeypatch.setitem(sys.modules, name, sys.modules.get(name))
-    assert use_strict_cupy() is cp and backend.require_cupy() is cp
+def test_use_strict_cupy_makes_cuda_the_stand_in(stand_in):
+    assert stand_in is cp and use_strict_cupy() is cp and backend.require_cupy() is cp
     npad.set_device("cuda")
     t = npad.randn(2, 3)
     assert t.device == "cuda" and backend.get_array_module(t) is cp

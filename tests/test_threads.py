@@ -12,6 +12,8 @@ import pytest
 
 from npad import _threads, backend
 
+pytestmark = pytest.mark.cpu            # on the CPU under NPAD_TEST_XP=strict too
+
 ROOT = Path(__file__).resolve().parents[1]
 # what OpenBLAS reports in a fresh interpreter: environment, timeout, thread count of each library
 PROBE = """

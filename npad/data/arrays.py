@@ -1,6 +1,8 @@
 """Images already in memory as a dataset, so every method's ``fit`` also takes an array."""
 import numpy as np
 
+from ..backend import to_cpu
+
 
 class ArrayDataset:
     """N x 3 x H x W (or one-channel N x 1 x H x W) float images in [0, 1], with optional labels N
@@ -10,7 +12,7 @@ class ArrayDataset:
     strict = False
 
     def __init__(self, images, labels=None, masks=None, transform=None, seed=0, name="array"):
-        images = np.asarray(images.get() if hasattr(images, "get") else images, np.float32)
+        images = np.asarray(to_cpu(images), np.float32)
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"ArrayDataset: expected images N x 1 x H x W or N x 3 x H x W, got shape {images.shape}")
         bad = ~np.isfinite(images)
@@ -19,8 +21,8 @@ class ArrayDataset:
                              f"{int(np.argwhere(bad)[0][0])}")
         n = len(images)
         self.images = images
-        self._labels = np.zeros(n, np.int64) if labels is None else np.asarray(labels, np.int64).reshape(n)
-        self.masks = None if masks is None else np.asarray(masks, np.float32).reshape(n, 1, *images.shape[2:])
+        self._labels = np.zeros(n, np.int64) if labels is None else np.asarray(to_cpu(labels), np.int64).reshape(n)
+        self.masks = None if masks is None else np.asarray(to_cpu(masks), np.float32).reshape(n, 1, *images.shape[2:])
         self.transform, self.seed, self.name = transform, seed, name
 
     def __len__(self):

@@ -153,7 +153,7 @@ class ADTR(AnomalyModel):
         """f of Sec. 3.1 for B x 3 x H x W images in [0, 1]: the frozen backbone's taps resized
         bilinearly to the stride-16 grid and concatenated, B x C x h x w (a constant Tensor);
         with ``standardize=True`` each channel is z-scored with the training-set statistics."""
-        x = images if isinstance(images, Tensor) else Tensor(numpy.asarray(images, numpy.float32))
+        x = images if isinstance(images, Tensor) else Tensor(images, dtype=numpy.float32)
         if tuple(x.shape[2:]) != (self.config["input_size"],) * 2:
             raise ValueError(f"ADTR: expected {self.config['input_size']} px images, got {tuple(x.shape)}")
         f = self._raw_features(x)
@@ -241,7 +241,7 @@ class ADTR(AnomalyModel):
     def grid_masks(self, masks):
         """B x 1 x H x W pixel masks -> B x h x w 0/1 grid labels: a cell is anomalous when at least
         ``mask_fraction`` of its pixels are (area downsampling to the feature grid)."""
-        m = numpy.asarray(masks, numpy.float32)
+        m = numpy.asarray(to_cpu(masks), numpy.float32)
         if m.ndim == 3:
             m = m[:, None]
         with no_grad():

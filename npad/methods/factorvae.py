@@ -165,7 +165,7 @@ def permute_dims(z, rng=None):
     rows = numpy.stack([rng.permutation(n) for _ in range(d)], axis=1)
     cols = numpy.broadcast_to(numpy.arange(d), (n, d))
     xp = get_array_module(data)
-    return Tensor(data[xp.asarray(rows), xp.asarray(cols)])
+    return Tensor(data[xp.asarray(rows), xp.asarray(cols)], device=z.device if isinstance(z, Tensor) else None)
 
 
 def tc_estimate(disc, z):
@@ -278,8 +278,8 @@ def ad_maps(vae, x, layer="encoder.5", size=None, activation="abs", grad_norm=No
     if size is not False and tuple(m.shape[2:]) != tuple(size):
         # bilinear upsampling (align_corners=False, as attention_maps') as two small matrix
         # products: the same values, with a much cheaper backward than a gather/scatter
-        uh = Tensor(_bilinear_matrix(m.shape[2], size[0]).astype(m.dtype))
-        uw = Tensor(_bilinear_matrix(m.shape[3], size[1]).T.astype(m.dtype))
+        uh = Tensor(_bilinear_matrix(m.shape[2], size[0]), dtype=m.dtype, device=m.device)
+        uw = Tensor(_bilinear_matrix(m.shape[3], size[1]).T, dtype=m.dtype, device=m.device)
         m = F.matmul(F.matmul(uh, m), uw)
     return map_activation(m, activation)
 
@@ -411,7 +411,7 @@ def model_encoder(vae, batch_size=256):
         out = []
         with no_grad():
             for i in range(0, len(images), batch_size):
-                mu, _ = vae.encode(Tensor(numpy.asarray(images[i:i + batch_size], numpy.float32)))
+                mu, _ = vae.encode(Tensor(images[i:i + batch_size], dtype=numpy.float32))
                 out.append(to_cpu(mu.data).astype(numpy.float64))
         return numpy.concatenate(out)
     return encode
@@ -429,7 +429,7 @@ def disentanglement_score(encode, data, n_train=800, n_eval=800, L=100, n_std=10
     dimension predicts; -1 for dimensions never voted for)."""
     rng = numpy.random.default_rng(seed)
     x, f = data.sample(n_std, rng)
-    z = numpy.asarray(encode(x, f), numpy.float64)
+    z = numpy.asarray(to_cpu(encode(x, f)), numpy.float64)
     std = z.std(axis=0)
     active = numpy.flatnonzero(std >= prune)
     n_dims, n_fac = z.shape[1], len(data.factors)
@@ -441,7 +441,7 @@ def disentanglement_score(encode, data, n_train=800, n_eval=800, L=100, n_std=10
         for s in range(0, n, per):
             batch = ks[s:s + per]
             xs, fs = zip(*[data.sample_fixed(L, int(k), rng=rng) for k in batch])
-            zz = numpy.asarray(encode(numpy.concatenate(xs), numpy.concatenate(fs)), numpy.float64)
+            zz = numpy.asarray(to_cpu(encode(numpy.concatenate(xs), numpy.concatenate(fs))), numpy.float64)
             zz = zz.reshape(len(batch), L, n_dims)
             if len(active) == 0:
                 dims[s:s + len(batch)] = -1
@@ -471,7 +471,7 @@ def traversal_image(vae, x, dims=None, span=2.0, steps=8):
     vae.eval()
     dims = list(range(vae.latent)) if dims is None else list(dims)
     with no_grad():
-        mu, _ = vae.encode(Tensor(numpy.asarray(x, numpy.float32)[None]))
+        mu, _ = vae.encode(Tensor(x[None], dtype=numpy.float32))
         base = to_cpu(mu.data)[0]
         vals = numpy.linspace(-span, span, steps)
         z = numpy.repeat(base[None], len(dims) * steps, 0)
@@ -496,7 +496,7 @@ def attention_image(vae, images, layer="encoder.5", dims=None):
     maximum, so the dimensions of one image compare)."""
     from ..viz import apply_colormap
     vae.eval()
-    x = numpy.asarray(images, numpy.float32)
+    x = numpy.asarray(to_cpu(images), numpy.float32)
     dims = list(range(vae.latent)) if dims is None else list(dims)
     m = numpy.asarray(to_cpu(attention_maps(vae, x, layer, target=dims, activation="abs", grad_norm=None)))
     rows = []

@@ -202,7 +202,7 @@ class FAVAE(AnomalyModel):
     # ---- the loss of Eq. 8 --------------------------------------------------------
     def loss(self, images, rng=None, sample=True):
         """Mean over the batch of Eq. 8 per image, divided by H x W; returns (loss Tensor, parts dict)."""
-        x = images if isinstance(images, Tensor) else Tensor(numpy.asarray(images, numpy.float32))
+        x = images if isinstance(images, Tensor) else Tensor(images, dtype=numpy.float32)
         B, _, H, W = x.shape
         feats = self._features(x)
         mu, logvar, x_hat, taps = self.net(x, sample=sample, rng=rng)

@@ -400,7 +400,7 @@ def fit_vae(model, data, epochs=10, lr=1e-3, batch_size=128, seed=0, quiet=None,
     opt = Adam(_trainable(model), lr=lr)
     rng = numpy.random.default_rng(seed)
     if hasattr(data, "shape"):
-        arr = numpy.asarray(data, numpy.float32)
+        arr = get_array_module(data).asarray(data, numpy.float32)          # on its own device
 
         def batches(epoch):
             perm = rng.permutation(len(arr))
@@ -426,7 +426,7 @@ def negative_elbo(model, x, batch_size=64):
     model.eval()
     out = []
     for i in range(0, len(x), batch_size):
-        xb = Tensor(numpy.asarray(x[i:i + batch_size], numpy.float32))
+        xb = Tensor(x[i:i + batch_size], dtype=numpy.float32)
         recon, mu, logvar = model(xb)
         bce = F.binary_cross_entropy(recon, xb, reduction="none")
         kl = F.kl_normal(mu, logvar, reduction="none")

@@ -93,10 +93,11 @@ UNRECORDED = {
 
 def call(step, args, recording):
     """The fast result of ``step`` on ``args``, or None (then the op table's function runs): always None
-    when the op itself is recorded. While any op of the run records, no input array is overwritten
-    (a recorded op may have saved it for its backward)."""
+    when the op itself is recorded, and on CuPy (the GPU's kernels sit behind the op table). While any
+    op of the run records, no input array is overwritten (a recorded op may have saved it for its backward)."""
     fn = UNRECORDED.get(step.node.op)
-    if fn is None or (is_grad_enabled() and any(a is not None and a.requires_grad for a in args)):
+    if fn is None or get_array_module(*args) is not np or \
+            (is_grad_enabled() and any(a is not None and a.requires_grad for a in args)):
         return None
     return fn(step.node, () if recording else step.inplace, *args)
 

@@ -62,6 +62,7 @@ def test_pool_padding_errors_and_int_input():
     assert y.dtype == x.dtype and (y == x[:, :, last][:, :, :, last]).all()
 
 
+@pytest.mark.cpu
 def test_max_pool_keeps_channels_last_memory():
     x = numpy.ascontiguousarray(_distinct(2, 5, 6, 7).transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
     with npad.no_grad():

@@ -7,6 +7,7 @@ import pytest
 
 import npad
 import npad.nn as nn
+from npad.backend import get_array_module
 from npad.methods.adtr_model import (ADTRNet, adtr_normal_loss, anomaly_map, image_level_loss, log1mexp,
                                      pixel_push_pull_loss, pseudo_huber_map, topk_mean)
 from npad.testing import gradcheck
@@ -89,9 +90,10 @@ def test_float64_gradcheck_through_network():
                  "decoder.0.multihead_attn.in_proj_weight", "input_proj.weight"):
         p = dict(net.named_parameters())[name]
         d, base, eps = rng.standard_normal(p.shape), p.data.copy(), 1e-6
-        p.data = base + eps * d
+        xd = get_array_module(base).asarray(d)                   # the direction on the parameter's device
+        p.data = base + eps * xd
         lp = float((net(npad.tensor(x)).numpy() * w).sum())
-        p.data = base - eps * d
+        p.data = base - eps * xd
         lm = float((net(npad.tensor(x)).numpy() * w).sum())
         p.data = base
         num, ana = (lp - lm) / (2 * eps), float((p.grad.numpy() * d).sum())

@@ -3,6 +3,7 @@ features, separation on the tiny fixture, save/load, bad options."""
 import numpy as np
 import pytest
 
+from npad.backend import to_cpu
 from npad.data import MVTecDataset
 from npad.methods import get, load
 from npad.methods.patchcore import PatchCore, channel_pooling, greedy_coreset, nearest
@@ -92,12 +93,13 @@ def test_locally_aware_features_are_neighbourhood_means(tiny_mvtec):
     model = PatchCore(input_size=64)
     x = np.random.default_rng(0).random((2, 3, 64, 64)).astype(np.float32)
     e, (h, w) = model._embed(x)
-    f8, f16 = (f.data for f in model.encoder(x))                             # 2 x 40 x 8 x 8, 2 x 112 x 4 x 4
+    e = to_cpu(e)                                                            # the features' device: the model's
+    f8, f16 = (f.numpy() for f in model.encoder(x))                             # 2 x 40 x 8 x 8, 2 x 112 x 4 x 4
     assert (h, w) == (8, 8) and e.shape == (2 * 8 * 8, 40 + 112)
     grid = e.reshape(2, 8, 8, -1)
     np.testing.assert_allclose(grid[1, 3, 5, :40], f8[1, :, 2:5, 4:7].mean((1, 2)), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(grid[0, 0, 7, :40], f8[0, :, 0:2, 6:8].mean((1, 2)), rtol=1e-5, atol=1e-6)
-    p1 = PatchCore(input_size=64, neighbourhood=1)._embed(x)[0].reshape(2, 8, 8, -1)
+    p1 = to_cpu(PatchCore(input_size=64, neighbourhood=1)._embed(x)[0]).reshape(2, 8, 8, -1)
     np.testing.assert_allclose(p1[1, 3, 5, :40], f8[1, :, 3, 5], rtol=1e-6)
     np.testing.assert_allclose(p1[..., 40:].mean((1, 2)), f16.mean((2, 3)), rtol=1e-4, atol=1e-5)
 
@@ -127,7 +129,7 @@ def test_defects_score_higher_and_save_load_is_exact(fitted, tiny_mvtec, tmp_pat
     path = fitted.save(tmp_path / "patchcore.h5")
     again = load(path)
     assert type(again) is PatchCore and again.config == fitted.config
-    np.testing.assert_array_equal(again.bank, fitted.bank)
+    np.testing.assert_array_equal(to_cpu(again.bank), to_cpu(fitted.bank))
     res2 = again.predict(test)
     np.testing.assert_array_equal(res2.maps, res.maps)
     np.testing.assert_array_equal(res2.scores, res.scores)

@@ -111,7 +111,7 @@ def test_backward_step_clips_the_gradient_norm():
     opt = SGD([w], lr=1.0)
     loss = (w * Tensor(np.full(4, 10.0, np.float32))).sum()          # gradient 10 per entry, norm 20
     assert backward_step(opt, loss, max_norm=2.0) == 0.0
-    np.testing.assert_allclose(w.data, -np.ones(4), rtol=1e-5)       # the step: the gradient scaled to norm 2
+    np.testing.assert_allclose(w.numpy(), -np.ones(4), rtol=1e-5)       # the step: the gradient scaled to norm 2
 
 
 def test_an_exception_in_a_step_keeps_the_finished_epochs():

@@ -4,6 +4,7 @@ import pytest
 
 import npad
 import npad.nn as nn
+from npad.backend import get_array_module
 from npad.testing import gradcheck
 
 
@@ -42,9 +43,10 @@ def param_gradcheck(module, fn, eps=1e-6, rtol=1e-5, atol=1e-7, seed=0):
         assert p.grad is not None, f"no gradient reached {name}"
         d = rng.standard_normal(p.shape)
         base = p.data.copy()
-        p.data = base + eps * d
+        xd = get_array_module(base).asarray(d)                   # the direction on the parameter's device
+        p.data = base + eps * xd
         lp = float((fn().numpy() * w).sum())
-        p.data = base - eps * d
+        p.data = base - eps * xd
         lm = float((fn().numpy() * w).sum())
         p.data = base
         num, ana = (lp - lm) / (2 * eps), float((p.grad.numpy() * d).sum())
