@@ -33,7 +33,10 @@ __all__ = [
     "draw_contour",
     "panel",
     "grid",
+    "colorbar",
+    "heatmap",
     "save_image",
+    "save_mask",
     "save_panels",
     "score_histogram",
 ]
@@ -149,25 +152,97 @@ def draw_contour(rgb: Any, mask: Any, color: Sequence[int] = (0, 255, 0), thickn
     return out
 
 
-def _label(img: np.ndarray, text: str, height: int = 14) -> np.ndarray:
-    """Put a caption strip of ``height`` px above an image (Pillow's default bitmap font)."""
+def _font(size: int):
+    """Pillow's default font at ``size`` px (its small bitmap font where FreeType is missing)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def _label(img: np.ndarray, text: str, height: int = 14, color: Sequence[int] = (0, 0, 0)) -> np.ndarray:
+    """Put a caption strip above an image: each line of ``text`` ``height`` px high, the font made
+    smaller where a line would not fit the image's width."""
     from PIL import Image, ImageDraw
 
-    strip = Image.new("RGB", (img.shape[1], height), (255, 255, 255))
+    lines = str(text).split("\n")
+    size = max(8, height - 4)
+    while size > 8 and max(_font(size).getlength(t) for t in lines) > img.shape[1] - 4:
+        size -= 1
+    strip = Image.new("RGB", (img.shape[1], height * len(lines)), (255, 255, 255))
     d = ImageDraw.Draw(strip)
-    d.text((2, 1), text, fill=(0, 0, 0))
+    for k, t in enumerate(lines):
+        d.text((2, k * height + max(0, height // 10)), t, fill=tuple(color), font=_font(size))
     return np.concatenate([np.asarray(strip), img], axis=0)
+
+
+def colorbar(height: int, vmin: float = 0.0, vmax: float = 1.0, cmap: str = "jet", label: str | None = None,
+             marks: dict | None = None, font_size: int | None = None) -> np.ndarray:
+    """A vertical colour bar as uint8 ``(height, w, 3)``: vmax at the top, ticks at vmin, vmax and at
+    each value of ``marks`` (value -> text), ``label`` written along the right edge."""
+    from PIL import Image, ImageDraw
+
+    fs = font_size or int(np.clip(height // 22, 10, 28))
+    font = _font(fs)
+    pad, bar_w = fs // 2 + 2, max(10, fs)
+    top, bot = pad, height - pad
+    ticks = {vmin: f"{vmin:.3g}", vmax: f"{vmax:.3g}", **(marks or {})}
+    text_w = max(int(font.getlength(t)) if hasattr(font, "getlength") else 6 * len(t) for t in ticks.values())
+    label_w = fs + 4 if label else 0
+    w = pad + bar_w + 6 + text_w + pad + label_w
+    im = Image.new("RGB", (w, height), (255, 255, 255))
+    vals = np.linspace(vmax, vmin, max(bot - top, 2))[:, None]  # (h,1), top = vmax
+    grad = apply_colormap(np.repeat(vals, bar_w, 1), cmap, vmin, vmax)
+    im.paste(Image.fromarray(grad), (pad, top))
+    d = ImageDraw.Draw(im)
+    d.rectangle([pad, top, pad + bar_w - 1, bot - 1], outline=(0, 0, 0))
+    span = (vmax - vmin) or 1.0
+    for v, text in ticks.items():
+        y = top + (vmax - v) / span * (bot - top - 1)
+        d.line([(pad + bar_w, y), (pad + bar_w + 4, y)], fill=(0, 0, 0), width=max(1, fs // 10))
+        d.text((pad + bar_w + 6, y - fs * 0.6), text, fill=(0, 0, 0), font=font)
+    if label:
+        strip = Image.new("RGB", (height, label_w), (255, 255, 255))
+        ImageDraw.Draw(strip).text((pad, 1), label, fill=(0, 0, 0), font=font)
+        im.paste(strip.rotate(90, expand=True), (w - label_w, 0))
+    return np.asarray(im)
+
+
+def _beside(a: np.ndarray, b: np.ndarray, gap: int = 4) -> np.ndarray:
+    """``b`` to the right of ``a`` (white gap), the shorter one padded with white below."""
+    h = max(a.shape[0], b.shape[0])
+    pad = lambda x: np.pad(x, ((0, h - x.shape[0]), (0, 0), (0, 0)), constant_values=255)
+    return np.concatenate([pad(a), np.full((h, gap, 3), 255, np.uint8), pad(b)], axis=1)
+
+
+def heatmap(image: Any, amap: Any, *, caption: str | None = None, caption_color: Sequence[int] = (0, 0, 0),
+            mask: Any = None, vmin: float = 0.0, vmax: float = 1.0, cmap: str = "jet", alpha: float = 0.5,
+            bar_label: str | None = None, marks: dict | None = None) -> np.ndarray:
+    """The anomaly map over the image at the image's own size, the predicted ``mask`` outlined in
+    white, a caption strip above (score and decision) and a colour bar of ``[vmin, vmax]`` on the
+    right (give every picture of a run the same vmin/vmax, so colours compare); uint8 ``(H', W', 3)``."""
+    over = overlay(image, amap, alpha, cmap, vmin, vmax)  # (H,W,3)
+    H, W = over.shape[:2]
+    if mask is not None:
+        over = draw_contour(over, mask, (255, 255, 255), thickness=max(1, min(H, W) // 200))
+    fs = int(np.clip(min(H, W) // 16, 12, 40))
+    bar = colorbar(H, vmin, vmax, cmap, bar_label, marks, font_size=max(10, int(fs * 0.8)))
+    out = _beside(over, bar)
+    return _label(out, caption, height=int(fs * 1.5), color=caption_color) if caption else out
 
 
 def panel(image: Any, heatmap: Any, mask: Any = None, threshold: float | None = None, *,
           score: float | None = None, title: str | None = None, cmap: str = "jet", vmin: float | None = None,
           vmax: float | None = None, alpha: float = 0.5, normalized: bool | None = None,
-          captions: bool = True) -> np.ndarray:
+          captions: bool = True, normalized_score: float | None = None, decision: bool | None = None) -> np.ndarray:
     """One row ``[image | ground truth | heatmap overlay + GT contour | predicted mask]`` as uint8 ``(H', 4W + 6, 3)``.
 
     The predicted mask is ``heatmap >= threshold`` shown as the image with the region tinted and
     outlined in red (omitted when ``threshold`` is None: an empty panel says "no threshold").
-    Ground truth is white on black, outlined green in the overlay.
+    Ground truth is white on black, outlined green in the overlay. The captions give the image
+    ``score`` (and ``normalized_score``) and the ``decision`` (True: anomalous) when known.
     """
     rgb = to_rgb(image, normalized)  # (H,W,3)
     H, W = rgb.shape[:2]
@@ -188,11 +263,15 @@ def panel(image: Any, heatmap: Any, mask: Any = None, threshold: float | None = 
         pimg = np.full((H, W, 3), 128, np.uint8)
     cols = [rgb, gt_img, over, pimg]
     if captions:
+        shown = "" if score is None else f"{score:.3g}" + ("" if normalized_score is None
+                                                              else f" ({normalized_score:.2f})")
+        verdict = "" if decision is None else (": anomalous" if decision else ": normal")
         names = ["image" if title is None else str(title)[:max(8, W // 6)],
                  "ground truth" if mask is not None else "no ground truth",
-                 "anomaly map" + ("" if score is None else f" {score:.3g}"),
-                 "prediction" if threshold is not None else "no threshold"]
-        cols = [_label(c, n) for c, n in zip(cols, names)]
+                 f"score {shown}" if shown else "anomaly map",
+                 "prediction" + verdict if threshold is not None else "no threshold"]
+        colors = [(0, 0, 0)] * 3 + [(200, 0, 0) if decision else (0, 110, 0) if decision is not None else (0, 0, 0)]
+        cols = [_label(c, n, color=k) for c, n, k in zip(cols, names, colors)]
     gap = np.full((cols[0].shape[0], 2, 3), 255, np.uint8)
     return np.concatenate([cols[0], gap, cols[1], gap, cols[2], gap, cols[3]], axis=1)
 
@@ -216,10 +295,22 @@ def grid(panels: Sequence[np.ndarray], ncols: int = 1, pad: int = 4) -> np.ndarr
 
 def save_image(path: str | os.PathLike, rgb: Any) -> Path:
     """Write a uint8 (or [0,1] float) image as PNG, atomically."""
+    a = to_rgb(rgb) if np.asarray(rgb).dtype != np.uint8 or np.asarray(rgb).ndim != 3 else np.asarray(rgb)
+    return _save_png(path, a)
+
+
+def save_mask(path: str | os.PathLike, mask: Any) -> Path:
+    """Write a binary mask (H, W) as a single-channel PNG, 255 where anomalous and 0 elsewhere, atomically."""
+    m = np.squeeze(np.asarray(mask))
+    if m.ndim != 2:
+        raise ValueError(f"save_mask: mask must be 2-D, got shape {np.asarray(mask).shape}")
+    return _save_png(path, np.where(m > 0.5, 255, 0).astype(np.uint8))
+
+
+def _save_png(path: str | os.PathLike, a: np.ndarray) -> Path:
     from PIL import Image
 
     path = Path(path)
-    a = to_rgb(rgb) if np.asarray(rgb).dtype != np.uint8 or np.asarray(rgb).ndim != 3 else np.asarray(rgb)
     buf = _io.BytesIO()
     Image.fromarray(a).save(buf, format="PNG")
     with atomic_write(path) as f:
@@ -230,11 +321,14 @@ def save_image(path: str | os.PathLike, rgb: Any) -> Path:
 def save_panels(path: str | os.PathLike, images: Any, maps: Any, masks: Any = None, threshold: float | None = None,
                 scores: Sequence[float] | None = None, titles: Sequence[str] | None = None, *, ncols: int = 1,
                 max_images: int | None = 32, cmap: str = "jet", vmin: float | None = None,
-                vmax: float | None = None, normalized: bool | None = None) -> Path:
+                vmax: float | None = None, normalized: bool | None = None,
+                normalized_scores: Sequence[float] | None = None, decisions: Sequence[bool] | None = None,
+                bar_label: str | None = None, marks: dict | None = None) -> Path:
     """Grid of :func:`panel` rows for a batch ``images (N,3,H,W)``, ``maps (N,[1,]h,w)``, saved as PNG atomically.
 
     Heat colours share one scale over all shown maps (vmin/vmax default to their min/max) so
-    panels are comparable.  At most ``max_images`` are drawn (None: all).
+    panels are comparable; a colour bar of that scale (``bar_label``, ticks ``marks``) sits on the
+    right.  At most ``max_images`` are drawn (None: all).
     """
     n = len(images)
     if len(maps) != n or (masks is not None and len(masks) != n):
@@ -246,17 +340,24 @@ def save_panels(path: str | os.PathLike, images: Any, maps: Any, masks: Any = No
     panels = [
         panel(images[i], maps[i], None if masks is None else masks[i], threshold,
               score=None if scores is None else float(scores[i]), title=None if titles is None else titles[i],
-              cmap=cmap, vmin=lo, vmax=hi, normalized=normalized)
+              cmap=cmap, vmin=lo, vmax=hi, normalized=normalized,
+              normalized_score=None if normalized_scores is None else float(normalized_scores[i]),
+              decision=None if decisions is None else bool(decisions[i]))
         for i in range(k)
     ]
-    return save_image(path, grid(panels, ncols))
+    tiles = grid(panels, ncols)
+    bar = colorbar(min(tiles.shape[0], max(160, panels[0].shape[0])), lo, hi, cmap, bar_label, marks, font_size=11)
+    return save_image(path, _beside(tiles, bar))
 
 
 # ----------------------------------------------------------------------------
 # histogram
 # ----------------------------------------------------------------------------
 
-def _hist_matplotlib(scores: np.ndarray, labels: np.ndarray, threshold, bins, title) -> bytes:
+_LINE_COLOURS = ((0, 0, 0), (148, 103, 189), (127, 127, 127))  # first threshold black, others purple, grey
+
+
+def _hist_matplotlib(scores: np.ndarray, labels: np.ndarray, lines, bins, title) -> bytes:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.0), dpi=100)
@@ -266,8 +367,9 @@ def _hist_matplotlib(scores: np.ndarray, labels: np.ndarray, threshold, bins, ti
         ax.hist(scores[labels == 0], bins=edges, alpha=0.6, color="tab:blue", label=f"normal (n={int((labels == 0).sum())})")
     if (labels == 1).any():
         ax.hist(scores[labels == 1], bins=edges, alpha=0.6, color="tab:red", label=f"anomalous (n={int((labels == 1).sum())})")
-    if threshold is not None:
-        ax.axvline(threshold, color="k", linestyle="--", label=f"threshold {threshold:.3g}")
+    for k, (name, value) in enumerate(lines):
+        ax.axvline(value, color=np.array(_LINE_COLOURS[k % 3]) / 255, linestyle=("-", "--", ":")[k % 3],
+                   label=f"{name} {value:.3g}")
     ax.set_xlabel("anomaly score")
     ax.set_ylabel("images")
     if title:
@@ -278,7 +380,7 @@ def _hist_matplotlib(scores: np.ndarray, labels: np.ndarray, threshold, bins, ti
     return buf.getvalue()
 
 
-def _hist_pillow(scores: np.ndarray, labels: np.ndarray, threshold, bins, title) -> bytes:
+def _hist_pillow(scores: np.ndarray, labels: np.ndarray, lines, bins, title) -> bytes:
     from PIL import Image, ImageDraw
 
     Wd, Ht = 640, 400
@@ -287,8 +389,8 @@ def _hist_pillow(scores: np.ndarray, labels: np.ndarray, threshold, bins, title)
     counts = [np.histogram(scores[labels == c], bins=edges)[0] for c in (0, 1)]  # 2 x (bins,)
     ymax = max(1, int(max(c.max() if c.size else 0 for c in counts)))
     x0, x1 = float(edges[0]), float(edges[-1])
-    if threshold is not None:
-        x0, x1 = min(x0, threshold), max(x1, threshold)
+    for _, value in lines:
+        x0, x1 = min(x0, value), max(x1, value)
     if x1 <= x0:
         x0, x1 = x0 - 0.5, x1 + 0.5
     px = lambda v: L + (np.asarray(v) - x0) / (x1 - x0) * (Wd - L - R)  # data -> pixel x
@@ -309,22 +411,22 @@ def _hist_pillow(scores: np.ndarray, labels: np.ndarray, threshold, bins, title)
         x = float(px(v))
         d.line([(x, Ht - B), (x, Ht - B + 4)], fill=(0, 0, 0))
         d.text((x - 12, Ht - B + 6), f"{v:.3g}", fill=(0, 0, 0))
-    for c in np.linspace(0, ymax, 5):  # y ticks
+    for c in range(0, ymax + 1, max(1, -(-ymax // 5))):  # y ticks at whole counts
         y = float(py(c))
         d.line([(L - 4, y), (L, y)], fill=(0, 0, 0))
         d.text((8, y - 6), f"{c:.0f}", fill=(0, 0, 0))
     d.text((Wd // 2 - 40, Ht - 20), "anomaly score", fill=(0, 0, 0))
-    if threshold is not None:
-        x = float(px(threshold))
+    for k, (_, value) in enumerate(lines):
+        x = float(px(value))
         for y in range(T, Ht - B, 8):  # dashed line
-            d.line([(x, y), (x, min(y + 4, Ht - B))], fill=(0, 0, 0), width=2)
-    legend = [(f"normal (n={int((labels == 0).sum())})", colours[0]), (f"anomalous (n={int((labels == 1).sum())})", colours[1])]
-    if threshold is not None:
-        legend.append((f"threshold {threshold:.3g}", (0, 0, 0)))
+            d.line([(x, y), (x, min(y + 4, Ht - B))], fill=_LINE_COLOURS[k % 3], width=2)
+    legend = [(f"{name} (n={int((labels == c).sum())})", colours[c]) for c, name in enumerate(("normal", "anomalous"))
+              if (labels == c).any()]
+    legend += [(f"{name} {value:.3g}", _LINE_COLOURS[k % 3]) for k, (name, value) in enumerate(lines)]
     for k, (txt, col) in enumerate(legend):
         y = T + 4 + 16 * k
-        d.rectangle([Wd - R - 170, y, Wd - R - 160, y + 10], fill=col)
-        d.text((Wd - R - 154, y - 1), txt, fill=(0, 0, 0))
+        d.rectangle([Wd - R - 220, y, Wd - R - 210, y + 10], fill=col)
+        d.text((Wd - R - 204, y - 1), txt, fill=(0, 0, 0))
     if title:
         d.text((L, 10), str(title), fill=(0, 0, 0))
     buf = _io.BytesIO()
@@ -332,10 +434,12 @@ def _hist_pillow(scores: np.ndarray, labels: np.ndarray, threshold, bins, title)
     return buf.getvalue()
 
 
-def score_histogram(path: str | os.PathLike, scores: Any, labels: Any, threshold: float | None = None,
+def score_histogram(path: str | os.PathLike, scores: Any, labels: Any, threshold: float | dict | None = None,
                     bins: int = 40, title: str | None = None, backend: str = "auto") -> Path:
-    """Histogram of image scores, normal (blue) vs anomalous (red), optional threshold line; PNG written atomically.
+    """Histogram of image scores, normal (blue) vs anomalous (red), threshold lines; PNG written atomically.
 
+    ``threshold``: one value (drawn as "threshold") or a dict name -> value, the first drawn solid
+    black, the others dashed in other colours (e.g. the model's threshold and a test set's F1-max).
     ``backend``: 'auto' (matplotlib if importable, else Pillow), 'matplotlib' or 'pillow'.
     """
     s = np.asarray(scores, np.float64).ravel()
@@ -346,15 +450,17 @@ def score_histogram(path: str | os.PathLike, scores: Any, labels: Any, threshold
         raise ValueError("score_histogram: no scores")
     if backend not in ("auto", "matplotlib", "pillow"):
         raise ValueError(f"score_histogram: backend must be 'auto', 'matplotlib' or 'pillow', got {backend!r}")
+    named = threshold if isinstance(threshold, dict) else {"threshold": threshold}
+    lines = [(str(k), float(v)) for k, v in named.items() if v is not None and np.isfinite(v)]
     data = None
     if backend in ("auto", "matplotlib"):
         try:
-            data = _hist_matplotlib(s, y, threshold, bins, title)
+            data = _hist_matplotlib(s, y, lines, bins, title)
         except ImportError:
             if backend == "matplotlib":
                 raise
     if data is None:
-        data = _hist_pillow(s, y, threshold, bins, title)
+        data = _hist_pillow(s, y, lines, bins, title)
     path = Path(path)
     with atomic_write(path) as f:
         f.write(data)

@@ -10,7 +10,9 @@ SIZE = 96
 
 @pytest.fixture(scope="module")
 def fitted(tiny_mvtec):
-    return PaDiM(input_size=SIZE, d=40).fit(MVTecDataset(tiny_mvtec, split="train"), quiet=True)
+    # all training images train (the statistics test below needs them); the test split calibrates
+    return PaDiM(input_size=SIZE, d=40).fit(MVTecDataset(tiny_mvtec, split="train"),
+                                            validation=MVTecDataset(tiny_mvtec, split="test"), quiet=True)
 
 
 def test_mean_and_covariance_are_the_sample_statistics(fitted, tiny_mvtec):
