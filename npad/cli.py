@@ -146,7 +146,7 @@ def _test_dataset(data, category, option="--data"):
 def _load(path):
     from . import methods
     if not Path(path).is_file():
-        raise UsageError(f"model file {path} does not exist")
+        raise UsageError(f"model file {path} " + ("is a folder" if Path(path).is_dir() else "does not exist"))
     try:
         model = methods.load(path)
     except (ValueError, OSError) as e:
@@ -187,8 +187,8 @@ def cmd_fit(args):
     out = _out_dir(args.out, ["model.h5", "calibration.png"])
     try:
         model = cls(**opts)
-    except (TypeError, ValueError) as e:
-        raise UsageError(str(e)) from None
+    except (TypeError, ValueError, KeyError) as e:       # an option the method refuses (KeyError: backbone, taps)
+        raise UsageError(str(e.args[0]) if e.args else type(e).__name__) from None
     train = _train_dataset(args.data, args.category)
     val = _test_dataset(args.val, args.category, "--val") if args.val else None
     print(f"fitting {cls.__name__} on {len(train)} normal images from {args.data}"
@@ -334,6 +334,7 @@ def cmd_predict(args):
     from . import viz
     from .data import load_image
     from .io import atomic_write
+    from .methods.base import NoImagesError
     model = _load(args.model)
     threshold = args.threshold if args.threshold is not None else model.threshold
     if threshold is None:
@@ -348,7 +349,10 @@ def cmd_predict(args):
     rows, used, failed = [], set(), 0
     for start in range(0, len(files), args.batch_size):
         chunk = files[start:start + args.batch_size]
-        res = model.predict([str(f) for f in chunk])
+        try:
+            res = model.predict([str(f) for f in chunk])
+        except NoImagesError:                            # every file of this batch was skipped, with a warning
+            continue
         if not norm_ok:                                  # no calibration stored: one scale for the first batch
             lo, hi = float(numpy.nanmin(res.maps)), float(numpy.nanmax(res.maps))
             bar, norm_ok = dict(vmin=lo, vmax=hi, bar_label="anomaly map", marks={threshold: "threshold"}), None

@@ -175,6 +175,9 @@ MISTAKES = [
     (["fit", "padim", "--data", "{data}", "--calib-fraction", "0.1", "--val", "{data}"], "does not apply with --val"),
     (["fit", "padim", "--data", "{data}", "--onnx", "/no/such.onnx"], "--onnx /no/such.onnx is not a file"),
     (["fit", "padim", "--data", "{data}", "--seed", "-1"], "--seed must be >= 0"),
+    (["fit", "padim", "--data", "{data}", "--backbone", "nosuch"], "unknown backbone 'nosuch'; known:"),
+    (["fit", "padim", "--data", "{data}", "--set", "taps=nosuch"], "has no tap set 'nosuch'"),
+    (["fit", "adtr", "--data", "{data}", "--size", "40"], "input_size must be a multiple of 16"),
     (["fit", "padim"], "the following arguments are required: --data"),
     (["test", "/no/model.h5", "--data", "."], "model file /no/model.h5 does not exist"),
     (["test", "{model}", "--data", "/no/such"], "--data /no/such is not a folder"),
@@ -215,3 +218,12 @@ def test_listing_into_a_closed_pipe_is_quiet(capsys, monkeypatch):
     r = subprocess.run(f"{sys.executable} -m npad backbones | head -1", shell=True, capture_output=True, text=True,
                        cwd=Path(__file__).parents[1])
     assert r.returncode == 0 and r.stderr == "" and r.stdout.startswith("Backbones")
+
+
+def test_predict_on_files_none_of_which_can_be_read(model_file, tmp_path, capsys):
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    code, _, err = run(["predict", model_file, tmp_path, "--out", tmp_path / "out"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and lines[-1] == "npad: none of the 2 images could be read"
+    assert all(line.startswith("warning: skipping unreadable image") for line in lines[:-1])

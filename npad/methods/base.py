@@ -50,6 +50,10 @@ POSITIVE_OPTIONS = ("input_size", "texture_size", "batch_size", "fiber_batch", "
 MIN_INPUT_SIZE = 32       # the backbones downsample by up to 32 (the command line refuses smaller sizes)
 
 
+class NoImagesError(ValueError):
+    """None of the images given to predict could be read (each was skipped with a warning)."""
+
+
 class Result:
     """What ``predict`` returns for N images (unpacks as ``scores, maps = model.predict(images)``).
 
@@ -504,7 +508,7 @@ class AnomalyModel:
                 if k in b:
                     extra[k].append(numpy.asarray(b[k]))
         if not parts:
-            raise ValueError("predict: no images could be read (see the warnings above)")
+            raise NoImagesError("predict: none of the images could be read (see the warnings)")
         if normalization == "batch":
             scores = numpy.concatenate([p[0] for p in parts])
             maps = numpy.concatenate([p[1] for p in parts])
