@@ -297,20 +297,8 @@ def _write_metrics(out, ev, model, args, res, test):
 def _sources(items):
     """(files, names): the image files of the arguments and each one's output name, its path
     relative to the inputs' common folder (subfolders kept, so equal names never collide)."""
-    from .data import list_images
-    files = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            found = list_images(p, recursive=True)
-            if not found:
-                raise UsageError(f"no images in folder {p}")
-            files += found
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise UsageError(f"{p} does not exist")
-    files = list(dict.fromkeys(f.resolve() for f in files))
+    from .methods.base import image_files
+    files = list(dict.fromkeys(f.resolve() for item in items for f in image_files(item)))
     roots = [Path(i).resolve() if Path(i).is_dir() else Path(i).resolve().parent for i in items]
     root = Path(os.path.commonpath(roots)) if roots else Path(".")
     return files, [f.relative_to(root).as_posix() for f in files]

@@ -171,6 +171,19 @@ class _Inputs:
         return {"image": numpy.ascontiguousarray(image, numpy.float32), "path": path, "size": size}
 
 
+def image_files(path):
+    """The image files a path names: itself, or those in a folder and its subfolders (sorted)."""
+    p = Path(path)
+    if p.is_dir():
+        found = list_images(p, recursive=True)
+        if not found:
+            raise ValueError(f"predict: no images in folder {p}")
+        return found
+    if not p.is_file():
+        raise FileNotFoundError(f"predict: {p} does not exist")
+    return [p]
+
+
 def _expand(images):
     """A flat list of image files, PIL images and single-image arrays from what the user gave."""
     if isinstance(images, (str, os.PathLike)) or hasattr(images, "shape") or hasattr(images, "convert"):
@@ -178,16 +191,7 @@ def _expand(images):
     out = []
     for item in images:
         if isinstance(item, (str, os.PathLike)):
-            p = Path(item)
-            if p.is_dir():
-                found = list_images(p, recursive=True)
-                if not found:
-                    raise ValueError(f"predict: no images in folder {p}")
-                out += found
-            elif p.is_file():
-                out.append(p)
-            else:
-                raise FileNotFoundError(f"predict: {p} does not exist")
+            out += image_files(item)
         elif hasattr(item, "shape") and numpy.ndim(item) == 4:
             out += list(item)
         else:
