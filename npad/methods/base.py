@@ -10,10 +10,13 @@ Calibration (``fit`` without ``validation``): a share ``calib_fraction`` of the 
 images (at least ``CALIB_MIN``, at most half) is kept out of training, and the threshold is chosen
 on their scores s, which the model never trained on:
 
-    t = max(s) + margin * std(s)                          (margin = CALIB_MARGIN)
+    t = max(max(s), median(s) + k * 1.4826 * MAD(s))      (k = CALIB_MADS = 4, MAD = median |s - median(s)|)
 
 so that few unseen normal images score above it (the share measured on the synthetic set and on
-BSData pitting is in docs/RESULTS.md). With a labelled ``validation`` set holding anomalies, t is
+BSData pitting is in docs/RESULTS.md). The two terms guard each other: a dozen held-out scores
+bunched together say little about the tail, so the robust spread (1.4826 MAD estimates the
+standard deviation of a normal distribution, unmoved by outliers) extends it by four of them;
+a heavy tail shows in the largest score, which the threshold never goes below. With a labelled ``validation`` set holding anomalies, t is
 its F1-max threshold instead. The pixel threshold follows the same rule on the maps' maxima (on
 pixels, F1-max against the masks when the validation set has them). The normalised score
 
@@ -41,7 +44,7 @@ from ..progress import progress
 
 CALIB_FRACTION = 0.2      # share of the normal training images kept out of training to calibrate on
 CALIB_MIN = 5             # ... but at least this many (and at most half of them)
-CALIB_MARGIN = 1.0        # threshold = max + CALIB_MARGIN * std of the held-out normal scores
+CALIB_MADS = 4.0          # threshold >= median + CALIB_MADS robust std of the held-out normal scores
 
 # options that count or scale something: refused unless > 0 (other numbers only refuse negatives)
 POSITIVE_OPTIONS = ("input_size", "texture_size", "batch_size", "fiber_batch", "lr", "plus_lr", "variance_lr",
@@ -244,6 +247,12 @@ class _Subset:
         return self.get(i, numpy.random.default_rng([getattr(self.dataset, "seed", 0), self.idx[i]]))
 
 
+def upper_bound(s, mads=CALIB_MADS):
+    """max(max(s), median(s) + mads * 1.4826 * median(|s - median(s)|)): the threshold rule on normal scores."""
+    med = numpy.median(s)
+    return float(max(s.max(), med + mads * 1.4826 * numpy.median(numpy.abs(s - med))))
+
+
 @functools.lru_cache(maxsize=8)
 def _file_sha256(path, size, mtime_ns):
     h = hashlib.sha256()
@@ -436,10 +445,11 @@ class AnomalyModel:
         """The method's training on normal images (stores whatever ``_maps`` needs)."""
         raise NotImplementedError
 
-    def calibrate(self, dataset, margin=CALIB_MARGIN, held_out=False):
+    def calibrate(self, dataset, mads=CALIB_MADS, held_out=False):
         """Choose and store the threshold, the pixel threshold and the score normalisation on
         ``dataset`` (images the model did not train on): F1-max when it holds normal and anomalous
-        images, else max + margin * std of its scores (module docstring). Returns the threshold."""
+        images, else max(max, median + ``mads`` robust std) of its scores (module docstring).
+        ``held_out`` only words the stored rule. Returns the threshold."""
         ds = self._with_transform(dataset, train=False)
         res, extra = self._run(ds, None, "train", keep=("mask", "has_mask"))
         y = numpy.asarray(getattr(ds, "labels", numpy.zeros(len(res))))
@@ -464,10 +474,9 @@ class AnomalyModel:
                 pt = metrics.f1_max(y == 1, tops)[1]
                 pixel_rule = "F1-max of the maps' maxima"
         else:
-            t = float(scores.max() + margin * scores.std())
-            pt = float(tops.max() + margin * tops.std())
-            rule = f"max + {margin:g} std of the scores of {len(y)} {src}"
-            pixel_rule = f"max + {margin:g} std of their maps' maxima"
+            t, pt = upper_bound(scores, mads), upper_bound(tops, mads)
+            rule = f"max, or median + {mads:g} robust std if higher, of the scores of {len(y)} {src}"
+            pixel_rule = "the same of their maps' maxima"
             if len(y) < CALIB_MIN:
                 warnings.warn(f"calibrate: the threshold rests on only {len(y)} normal images; expect more "
                               "false alarms than with more images to calibrate on", stacklevel=2)

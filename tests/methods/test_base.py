@@ -11,7 +11,7 @@ from npad import methods
 from npad.data import MVTecDataset
 from npad.io import CheckpointError
 from npad.maps import threshold_normalize
-from npad.methods.base import CALIB_MARGIN, AnomalyModel
+from npad.methods.base import CALIB_MADS, AnomalyModel
 
 TINY = {
     "padim": dict(input_size=64, d=20),
@@ -45,8 +45,18 @@ def test_fit_keeps_images_out_and_calibrates_on_them(padim, tiny_mvtec):
     np.testing.assert_allclose(padim.mean[0], e[:, :, 0, 0].mean(0), rtol=1e-4, atol=1e-5)   # trained on the rest
     s = padim.predict([train.paths[i] for i in held]).scores
     np.testing.assert_allclose(np.sort(cal["scores"]), np.sort(s), rtol=1e-5)
-    assert padim.threshold == pytest.approx(s.max() + CALIB_MARGIN * s.std(), rel=1e-5)
+    robust = np.median(s) + CALIB_MADS * 1.4826 * np.median(np.abs(s - np.median(s)))
+    assert padim.threshold == pytest.approx(max(s.max(), robust), rel=1e-5)
     assert cal["score_min"] == pytest.approx(s.min(), rel=1e-5)
+
+
+def test_the_threshold_rule_guards_both_tails():
+    from npad.methods.base import upper_bound
+    bunched = np.array([10.0, 10.5, 11.0, 11.5, 12.0])      # MAD 0.5: median + 4 * 1.4826 * 0.5 = 13.97
+    assert upper_bound(bunched) == pytest.approx(11.0 + 4 * 1.4826 * 0.5)
+    tailed = np.r_[bunched, 40.0]                            # one far score: the threshold never goes below it
+    assert upper_bound(tailed) == 40.0
+    assert upper_bound(np.full(4, 3.0)) == 3.0
 
 
 def test_validation_with_anomalies_gives_f1_max(tiny_mvtec):
@@ -62,7 +72,7 @@ def test_unseen_normal_images_are_rarely_flagged():
     """The point of calibrating on held-out images: about 5% or fewer of unseen normal images flagged."""
     from npad.data import synthetic_mvtec
     root = synthetic_mvtec()
-    m = methods.get("padim")(input_size=128, d=50).fit(MVTecDataset(root, "gear", "train"), quiet=True)
+    m = methods.get("padim")(input_size=128).fit(MVTecDataset(root, "gear", "train"), quiet=True)
     test = MVTecDataset(root, "gear", "test")
     res = m.predict(test)
     assert res.labels[test.labels == 0].mean() <= 0.05
