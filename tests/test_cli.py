@@ -140,12 +140,11 @@ def test_output_folder_is_checked_before_training(tiny_mvtec, tmp_path, capsys, 
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
-def _nan_threshold(path):
-    import json as j
+def _set(path, key, value):
+    """The checkpoint at ``path`` with the dataset ``key`` replaced by ``value``."""
     with h5py.File(path, "r+") as f:
-        del f["stats/threshold"]
-        f["stats"].create_dataset("threshold", data=np.nan)
-        assert "threshold" in j.loads(f["stats"].attrs["npad_keys"])
+        del f[key]
+        f.create_dataset(key, data=value)
     return path
 
 
@@ -188,6 +187,7 @@ MISTAKES = [
     (["predict", "{model}", "{data}", "--threshold", "nan"], "--threshold: must be a finite number, got 'nan'"),
     (["predict", "{model}", "{data}", "--batch-size", "0"], "--batch-size: must be a whole number >= 1"),
     (["predict", "{nanmodel}", "{data}"], "threshold is nan; a threshold must be a finite number"),
+    (["test", "{unfitted}", "--data", "{data}"], "holds a model that was never fitted"),
     (["predict", "{model}", "{data}", "--out", "{notmodel}"], "exists and is not a folder"),
 ]
 
@@ -197,8 +197,10 @@ def test_mistakes_are_one_line_and_status_2(argv, message, model_file, tiny_mvte
     (tmp_path / "empty").mkdir()
     bad = tmp_path / "model.txt"
     bad.write_text("not a checkpoint")
-    nan = _nan_threshold(shutil.copy(model_file, tmp_path / "nan.h5"))
-    where = dict(data=tiny_mvtec, model=model_file, notmodel=bad, empty=tmp_path / "empty", nanmodel=nan)
+    nan = _set(shutil.copy(model_file, tmp_path / "nan.h5"), "stats/threshold", np.nan)
+    unfitted = _set(shutil.copy(model_file, tmp_path / "unfitted.h5"), "stats/provenance/fitted", 0)
+    where = dict(data=tiny_mvtec, model=model_file, notmodel=bad, empty=tmp_path / "empty", nanmodel=nan,
+                 unfitted=unfitted)
     code, _, err = run([a.format(**where) for a in argv], capsys)
     assert code == 2 and message in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -609,6 +609,8 @@ class AnomalyModel:
     def save(self, path):
         """Write weights, configuration, statistics, threshold and calibration (how the threshold
         was chosen), npad's version and the backbone file's hash to one .h5 file, atomically."""
+        if not self.is_fitted():
+            raise ValueError(f"{type(self).__name__}.save: the model is not fitted; call fit(normal_images) first")
         stats = dict(self.stats)
         if self.threshold is not None:
             stats["threshold"] = numpy.float64(self.threshold)

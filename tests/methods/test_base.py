@@ -277,6 +277,11 @@ def test_options_are_type_checked(option, message):
         methods.get(name)(**option)
 
 
+def test_an_unfitted_model_is_not_saved(tmp_path):
+    with pytest.raises(ValueError, match="not fitted"):
+        methods.get("cflow")(quick=True).save(tmp_path / "m.h5")
+
+
 def test_the_base_class_has_nothing_to_train():
     with pytest.raises(NotImplementedError):
         AnomalyModel()._fit(None)
