@@ -11,13 +11,17 @@ raw scores (held-out, normal test, anomalous test) as JSON, to study other thres
 """
 import argparse
 import json
+import os
+import sys
 import warnings
 from pathlib import Path
 
 import numpy
 
-from npad import methods
-from npad.data import MVTecDataset, synthetic_mvtec
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from npad import methods  # noqa: E402
+from npad.data import MVTecDataset, synthetic_mvtec  # noqa: E402
 
 
 def main(argv=None):

@@ -236,8 +236,7 @@ def cmd_test(args):
     print(f"  inference {ev['images_per_s']:.2f} images/s")
     _write_metrics(out, ev, model, args, res, test)
     idx = _sample(y, 12, 0)
-    ds = model._with_transform(test, train=False)
-    items = [ds[int(i)] for i in idx]
+    items = [_shrunk(test[int(i)]) for i in idx]         # the photos' own aspect, longer side 320 px
     maps, lo, hi, marks, label = res.maps[idx], None, None, None, "anomaly map"
     norm = res.normalized_scores is not None and res.map_min is not None
     if norm:                                             # one fixed colour scale: 0.5 at the pixel threshold
@@ -254,6 +253,14 @@ def cmd_test(args):
         lines["test-set F1-max"] = f1t
     viz.score_histogram(out / "histogram.png", res.scores, y, lines, title=f"{model.method}: test image scores")
     print(f"metrics.json, metrics.csv, panels.png and histogram.png in {out}/")
+
+
+def _shrunk(item, side=320):
+    """A test sample with image and mask resized to ``side`` px on the longer side, keeping the aspect."""
+    from .data import transforms as T
+    H, W = item["image"].shape[1:]
+    hw = (max(1, round(H * side / max(H, W))), max(1, round(W * side / max(H, W))))
+    return dict(item, image=T.resize(item["image"], hw), mask=T.resize(item["mask"], hw, "nearest"))
 
 
 def _jsonable(v):

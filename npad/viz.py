@@ -168,13 +168,13 @@ def _label(img: np.ndarray, text: str, height: int = 14, color: Sequence[int] = 
     from PIL import Image, ImageDraw
 
     lines = str(text).split("\n")
-    size = max(8, height - 4)
+    size = max(8, int(height * 0.75))
     while size > 8 and max(_font(size).getlength(t) for t in lines) > img.shape[1] - 4:
         size -= 1
     strip = Image.new("RGB", (img.shape[1], height * len(lines)), (255, 255, 255))
     d = ImageDraw.Draw(strip)
     for k, t in enumerate(lines):
-        d.text((2, k * height + max(0, height // 10)), t, fill=tuple(color), font=_font(size))
+        d.text((2, k * height + height // 10), t, fill=tuple(color), font=_font(size))
     return np.concatenate([np.asarray(strip), img], axis=0)
 
 
