@@ -41,6 +41,7 @@ from ..data import ArrayDataset, DataLoader, UnreadableImageError, list_images, 
 from ..data import transforms as T
 from ..maps import threshold_normalize
 from ..progress import progress
+from ..tensor import Tensor
 
 CALIB_FRACTION = 0.2      # share of the normal training images kept out of training to calibrate on
 CALIB_MIN = 5             # ... but at least this many (and at most half of them)
@@ -95,14 +96,13 @@ class Result:
     def at_input_size(self, i, normalized=False):
         """(map H0 x W0, mask H0 x W0 or None) of image i, resized bilinearly to its input's size."""
         from ..maps import upsample
-        m = (self.normalized_maps if normalized else self.maps)[i:i + 1]
-        if normalized and m is None:
+        if normalized and self.normalized_maps is None:
             raise ValueError("Result.at_input_size: no normalised maps without a calibration")
-        m = numpy.asarray(upsample(numpy.asarray(m, numpy.float32), tuple(self.sizes[i]), align_corners=False))[0]
-        if self.pixel_threshold is None:
-            return m, None
-        raw = m if not normalized else self.at_input_size(i)[0]
-        return m, raw >= self.pixel_threshold
+        size = lambda a: numpy.asarray(upsample(numpy.asarray(a[i:i + 1], numpy.float32), tuple(self.sizes[i]),
+                                                align_corners=False))[0]
+        raw = size(self.maps)                                            # H0 x W0
+        m = size(self.normalized_maps) if normalized else raw
+        return m, None if self.pixel_threshold is None else raw >= self.pixel_threshold
 
     def __iter__(self):
         return iter((self.scores, self.maps))
@@ -120,7 +120,7 @@ class Result:
 def _chw(a, what):
     """One image array -> float32 3 x H x W in [0, 1]: H x W x 3 or 3 x H x W, uint8 (0-255) or
     float in [0, 1]; anything else is refused with a message naming ``what``."""
-    a = numpy.asarray(to_cpu(getattr(a, "data", a)))
+    a = numpy.asarray(to_cpu(a.data if isinstance(a, Tensor) else a))
     if a.ndim != 3 or 3 not in (a.shape[0], a.shape[-1]):
         raise ValueError(f"{what}: expected an image H x W x 3 or 3 x H x W, got shape {a.shape}")
     if a.shape[0] != 3:
@@ -512,6 +512,7 @@ class AnomalyModel:
         bs = batch_size or self.config.get("batch_size", 8)
         parts, paths, sizes, extra = [], [], [], {k: [] for k in keep}
         for b in progress(self._batches(images, bs), desc="scoring", unit="batch"):
+            _check_range(numpy.asarray(to_cpu(b["image"])), f"predict: the batch of {b.get('path', ['?'])[0]}")
             stats = self._score(b["image"])
             parts.append(self._maps(stats) if normalization == "batch" else stats)
             n = len(b["image"])

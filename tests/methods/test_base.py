@@ -174,6 +174,12 @@ def test_bad_images_are_refused_clearly(padim, images, message):
         padim.predict(images)
 
 
+def test_a_dataset_of_0_255_floats_is_refused(padim):
+    from npad.data import ArrayDataset
+    with pytest.raises(ValueError, match="values up to 255"):
+        padim.predict(ArrayDataset(np.full((2, 3, 64, 64), 255.0, np.float32)))
+
+
 def test_missing_files_and_empty_folders(padim, tmp_path):
     with pytest.raises(FileNotFoundError, match="nothing.png does not exist"):
         padim.predict(tmp_path / "nothing.png")
