@@ -334,13 +334,12 @@ def cmd_predict(args):
     threshold = args.threshold if args.threshold is not None else model.threshold
     if threshold is None:
         raise UsageError(f"{args.model} stores no threshold; pass --threshold")
+    # --threshold moves the decisions; masks keep the stored pixel threshold (another scale for some methods)
     model.threshold = threshold
-    if model.pixel_threshold is None or args.threshold is not None:
-        model.pixel_threshold = threshold
     files, names = _sources(args.images)
     out = _out_dir(args.out, ["scores.csv", "scores.json"])
-    norm_ok = "score_min" in model.calibration
-    bar = dict(vmin=0.0, vmax=1.0, bar_label="normalised anomaly", marks={0.5: "0.5 threshold"})
+    normalized = "score_min" in model.calibration       # False for a model saved without a calibration
+    bar = dict(vmin=0.0, vmax=1.0, bar_label="normalised anomaly", marks={0.5: "0.5 threshold"}) if normalized else None
     rows, used, failed = [], set(), 0
     for start in range(0, len(files), args.batch_size):
         chunk = files[start:start + args.batch_size]
@@ -348,10 +347,9 @@ def cmd_predict(args):
             res = model.predict([str(f) for f in chunk])
         except NoImagesError:                            # every file of this batch was skipped, with a warning
             continue
-        if not norm_ok:                                  # no calibration stored: one scale for the first batch
+        if bar is None:                                  # raw maps: one colour scale, from the first batch
             lo, hi = float(numpy.nanmin(res.maps)), float(numpy.nanmax(res.maps))
-            bar, norm_ok = dict(vmin=lo, vmax=hi, bar_label="anomaly map", marks={threshold: "threshold"}), None
-        maps = res.normalized_maps if norm_ok else res.maps
+            bar = dict(vmin=lo, vmax=hi, bar_label="anomaly map", marks={res.pixel_threshold: "threshold"})
         index = {str(f): k for k, f in enumerate(chunk)}
         for i, path in enumerate(res.paths):
             rel = names[start + index[path]]
@@ -364,8 +362,7 @@ def cmd_predict(args):
                 row["anomalous"], failed = "", failed + 1
                 continue
             name = _picture_name(rel, used)
-            amap = maps[i] if not norm_ok else res.at_input_size(i, normalized=True)[0]
-            raw, mask = res.at_input_size(i)
+            amap, mask = res.at_input_size(i, normalized=normalized)
             caption = (f"{'ANOMALOUS' if flagged else 'NORMAL'}   score {score:.4g}"
                        + ("" if nscore is None else f"\nnormalised {nscore:.2f} (0.5 = threshold)"))
             viz.save_image(out / "heatmaps" / name, viz.heatmap(
@@ -458,7 +455,7 @@ def _parser():
     r.add_argument("model")
     r.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     r.add_argument("--threshold", type=_finite_number, default=None,
-                   help="default: the threshold stored in the model")
+                   help="image threshold on the raw score (default: the one stored in the model)")
     r.add_argument("--batch-size", type=_count, default=16, help="images scored at a time (default 16)")
     r.add_argument("--out", default="runs/predict")
     r.set_defaults(fn=cmd_predict)

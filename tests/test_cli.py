@@ -229,3 +229,18 @@ def test_predict_on_files_none_of_which_can_be_read(model_file, tmp_path, capsys
     lines = err.strip().splitlines()
     assert code == 2 and lines[-1] == "npad: none of the 2 images could be read"
     assert all(line.startswith("warning: skipping unreadable image") for line in lines[:-1])
+
+
+def test_predict_with_a_threshold_of_ones_own_and_with_an_older_model(model_file, photos, tmp_path, capsys):
+    code, _, _ = run(["predict", model_file, photos / "a", "--out", tmp_path / "low", "--threshold", "0"], capsys)
+    rows = list(csv.DictReader(open(tmp_path / "low" / "scores.csv")))
+    assert code == 0 and all(r["anomalous"] == "1" for r in rows)
+    assert json.loads((tmp_path / "low" / "scores.json").read_text())["threshold_rule"] == "--threshold"
+    old = shutil.copy(model_file, tmp_path / "old.h5")              # saved before calibrations were stored
+    with h5py.File(old, "r+") as f:
+        del f["stats/calibration"]
+        f["stats"].attrs["npad_keys"] = json.dumps([k for k in json.loads(f["stats"].attrs["npad_keys"])
+                                                    if k != "calibration"])
+    code, _, err = run(["predict", old, photos / "a", "--out", tmp_path / "old"], capsys)
+    rows = list(csv.DictReader(open(tmp_path / "old" / "scores.csv")))
+    assert code == 0 and all(r["normalized_score"] == "" and r["heatmap"] for r in rows), err
