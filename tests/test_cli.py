@@ -244,3 +244,14 @@ def test_predict_with_a_threshold_of_ones_own_and_with_an_older_model(model_file
     code, _, err = run(["predict", old, photos / "a", "--out", tmp_path / "old"], capsys)
     rows = list(csv.DictReader(open(tmp_path / "old" / "scores.csv")))
     assert code == 0 and all(r["normalized_score"] == "" and r["heatmap"] for r in rows), err
+
+
+def test_predict_shortens_output_names_too_long_for_a_temporary_file(model_file, tiny_mvtec, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    long = src / ("x" * 240 + ".png")                    # .<name>.<random>.png.tmp would pass 255 bytes
+    shutil.copy(tiny_mvtec / "test" / "good" / "000.png", long)
+    code, _, err = run(["predict", model_file, src, "--out", tmp_path / "out"], capsys)
+    row = next(csv.DictReader(open(tmp_path / "out" / "scores.csv")))
+    assert code == 0 and row["path"] == long.name and len(row["heatmap"]) < 200, err
+    assert (tmp_path / "out" / row["heatmap"]).is_file() and (tmp_path / "out" / row["mask"]).is_file()
