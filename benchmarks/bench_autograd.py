@@ -62,6 +62,7 @@ def torch_linear_rate(torch, n, k, m):
 
 
 def main():
+    npad.tune_cpu()                     # as the examples run
     torch = torch_or_none()
     print(blas_info())
     peak = matmul_gflops()

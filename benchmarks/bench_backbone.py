@@ -7,9 +7,9 @@ Models: the converted EfficientNet-Lite0 (npad.backbones) and a ResNet-18-shaped
 built with onnx.helper and random weights (same ops and sizes as torchvision's resnet18:
 conv7x7/2 + BN + ReLU + maxpool, 4 stages of 2 basic blocks, 64-512 channels).
 onnxruntime runs with its default threads and with intra_op_num_threads = the BLAS
-threads npad uses. npad's unrecorded forward runs one batch slice per thread, each with one BLAS
-thread (``OnnxModule._run_split``); its time by op type is taken on the whole batch instead (op
-by op, so the sum is larger than the forward). ``--profile`` prints the top functions of one npad
+threads npad uses. After ``npad.tune_cpu()`` npad's unrecorded forward runs one batch slice per thread,
+each with one BLAS thread (``npad.onnx.fast.run_split``); its time by op type is taken on the whole batch
+instead (op by op, so the sum is larger than the forward). ``--profile`` prints the top functions of one npad
 forward (cProfile).
 """
 import argparse
@@ -139,11 +139,15 @@ def bench(name, path, x, profile=False):
 
 
 def main():
+    npad.tune_cpu()                     # as the examples run
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
+    tune = getattr(npad, "tune_cpu", None)   # the documented opt-in to the batch split and BLAS tuning
+    if tune is not None:
+        tune()
     print(blas_info())
     load = ", load average %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
     print(f"NumPy float32 matmul: {matmul_gflops():.0f} GFLOP/s; CPUs: {os.cpu_count()}{load}")

@@ -73,6 +73,7 @@ def torch_step(torch, channels):
 
 
 def main():
+    npad.tune_cpu()                     # as the examples run
     import argparse
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=os.cpu_count(),

@@ -73,6 +73,7 @@ def _channels_last(a):
 
 
 def main():
+    npad.tune_cpu()                     # as the examples run
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="shorter timing budget")
     ap.add_argument("--no-torch", action="store_true")

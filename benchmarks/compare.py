@@ -1,18 +1,24 @@
-"""Every npad method on one MVTec-layout folder with the same backbone: one markdown table
+"""Every npad method on one MVTec-layout folder with the same backbone(s): one markdown table
 (image AUROC, pixel AUROC, AUPRO, training time, inference images/s, model size), PaDiM as
 the reference row.
 
     python benchmarks/compare.py                                       # synthetic dataset
     python benchmarks/compare.py --data ../shared/data/bsdata_pitting --out runs/compare_bsdata
     python benchmarks/compare.py --methods padim cflow --epochs 8
+    python benchmarks/compare.py --methods padim patchcore --backbone efficientnet_lite0 efficientnet_lite2
+    python benchmarks/compare.py --methods patchcore --set taps='["stage2","stage3"]' coreset_ratio=0.1
 
-Each method runs with its ``quick`` budget unless ``--full``; the table is also written to
-``--out``/compare.md together with each method's own outputs.
+Each method runs with its ``quick`` budget unless ``--full``, on each ``--backbone`` in turn;
+``--set`` passes other options to the methods that have them. The table is also written to
+``--out``/compare.md, and every row with its options and the command to ``--out``/compare.json,
+together with each run's own outputs (``--out``/<method>[_<backbone>]/).
 """
 import argparse
 import datetime
+import json
 import os
 import platform
+import shlex
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -20,19 +26,21 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import blas_info  # noqa: E402
 
-from npad import methods  # noqa: E402
+from npad import methods, tune_cpu  # noqa: E402
+from npad.cli import UsageError, _options  # noqa: E402
 from npad.experiment import COLUMNS, run  # noqa: E402
 from npad.io import atomic_write  # noqa: E402
 
-ORDER = ["padim", "cflow", "adtr", "favae", "vae_attention"]
+ORDER = ["padim", "patchcore", "cflow", "adtr", "favae", "vae_attention"]
 
 
 def main(argv=None):
+    tune_cpu()                          # as the examples run
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None)
     p.add_argument("--category", default=None)
     p.add_argument("--methods", nargs="*", default=ORDER, choices=ORDER)
-    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--backbone", nargs="+", default=["efficientnet_lite0"], help="one or more backbone names")
     p.add_argument("--onnx", default=None)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--epochs", type=int, default=None)
@@ -41,20 +49,34 @@ def main(argv=None):
     p.add_argument("--out", default="runs/compare")
     p.add_argument("--panels", type=int, default=8)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="other options, for every method that has them")
     args = p.parse_args(argv)
-    means = []
-    for name in args.methods:
-        cls = methods.get(name)
-        opts = dict(backbone=args.backbone, onnx_path=args.onnx, input_size=args.size, seed=args.seed,
-                    quick=not args.full)
-        if args.epochs:
-            opts[getattr(cls, "epochs_option", "epochs")] = args.epochs
-        opts = {k: v for k, v in opts.items() if k in cls.defaults}
-        sub = argparse.Namespace(**{**vars(args), "out": os.path.join(args.out, name)})
-        rows = run(lambda: cls(**opts), sub, cls.__name__)
-        means.append((cls.__name__, rows[-1]))
+    try:
+        extra = _options(args.set)
+    except UsageError as e:
+        p.error(str(e))
+    unknown = sorted(set(extra) - set().union(*(methods.get(m).defaults for m in args.methods)))
+    if unknown:
+        p.error(f"--set {unknown}: no option of {args.methods}")
+    means, records = [], []
+    for backbone in args.backbone:
+        for name in args.methods:
+            cls = methods.get(name)
+            opts = dict(backbone=backbone, onnx_path=args.onnx, input_size=args.size, seed=args.seed,
+                        quick=not args.full, **extra)
+            if args.epochs:
+                opts[getattr(cls, "epochs_option", "epochs")] = args.epochs
+            opts = {k: v for k, v in opts.items() if k in cls.defaults}
+            label = cls.__name__ if len(args.backbone) == 1 else f"{cls.__name__} ({backbone})"
+            folder = name if len(args.backbone) == 1 else f"{name}_{backbone}"
+            sub = argparse.Namespace(**{**vars(args), "out": os.path.join(args.out, folder)})
+            made = []                                                   # the model, to record its whole config
+            rows = run(lambda: made.append(cls(**opts)) or made[-1], sub, cls.__name__)
+            means.append((label, rows[-1]))
+            records.append(dict(method=name, backbone=backbone, config=made[-1].config, rows=rows))
     head = "| method | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
-    lines = [f"Data: {args.data or 'npad synthetic (weave, gear)'}; backbone {args.backbone}; {args.size} px; "
+    lines = [f"Data: {args.data or 'npad synthetic (weave, gear)'}; backbone {', '.join(args.backbone)}; "
+             f"{args.size} px; "
              f"{'full' if args.full else 'quick'} budgets; mean over categories.",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {blas_info()}; "
              f"{datetime.date.today().isoformat()}.", "", head, "|" + "---|" * (len(COLUMNS) + 1)]
@@ -65,6 +87,10 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     with atomic_write(os.path.join(args.out, "compare.md"), "w", encoding="utf-8") as f:
         f.write(table + "\n")
+    command = shlex.join(["python", os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else list(argv)))
+    with atomic_write(os.path.join(args.out, "compare.json"), "w", encoding="utf-8") as f:
+        json.dump(dict(command=command, date=datetime.date.today().isoformat(), data=args.data, size=args.size,
+                       runs=records), f, indent=1, default=str)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,13 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import npad  # noqa: E402
 from npad.experiment import common_arguments, run  # noqa: E402
 from npad.methods.adtr import ABLATIONS, ADTR  # noqa: E402
 
 
 def main(argv=None):
+    npad.tune_cpu()                     # OpenBLAS tuned for npad's threads (README: Threads)
     p = common_arguments(__doc__.splitlines()[0])
     p.add_argument("--plus", action="store_true", help="ADTR+: fine-tune with confetti-noise anomalies (Eq. 6-7)")
     p.add_argument("--plus-epochs", type=int, default=None, help="ADTR+ fine-tuning epochs (default: the method's)")

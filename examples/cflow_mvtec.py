@@ -12,11 +12,13 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import npad  # noqa: E402
 from npad.experiment import common_arguments, run  # noqa: E402
 from npad.methods.cflow import CFlow  # noqa: E402
 
 
 def main(argv=None):
+    npad.tune_cpu()                     # OpenBLAS tuned for npad's threads (README: Threads)
     p = common_arguments(__doc__.splitlines()[0])
     p.add_argument("--blocks", type=int, default=8, help="coupling blocks per decoder")
     args = p.parse_args(argv)

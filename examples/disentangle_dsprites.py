@@ -163,6 +163,7 @@ def summarize(results, n_eval):
 
 
 def main(argv=None):
+    npad.tune_cpu()                     # OpenBLAS tuned for npad's threads (README: Threads)
     a = parse(argv)
     if a.combine:
         results = []

@@ -23,6 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import npad  # noqa: E402
 from npad.experiment import common_arguments, run  # noqa: E402
 from npad.methods.favae import FAVAE  # noqa: E402
 
@@ -40,6 +41,7 @@ def options(args):
 
 
 def main(argv=None):
+    npad.tune_cpu()                     # OpenBLAS tuned for npad's threads (README: Threads)
     p = common_arguments(__doc__.splitlines()[0], default_size=None)
     p.set_defaults(out="runs/favae")
     p.add_argument("--features", choices=["pretrained", "random", "none"], default="pretrained",

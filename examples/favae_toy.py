@@ -1,7 +1,7 @@
 """The toy experiment of FAVAE's Appendix A (Dehaene and Eline, 2020): why pixel-space VAE
 likelihoods disagree with human perception, and how perceptual features fix it.
 
-Three distributions of grey images (npad.methods.favae.toy_samples; sigma_n = 0.0285,
+Three distributions of grey images (npad.data.toy.toy_samples; sigma_n = 0.0285,
 sigma_a = 0.0570, psi = 5):
 
 * normal   -- white noise N(0, sigma_n^2) around a random grey level;
@@ -22,7 +22,7 @@ paper's findings reproduced:
 
 Both models are trained without BatchNorm here: with batch statistics, BatchNorm removes
 the image's grey level -- the only content of the normal images -- so the decoder could not
-reach the noise level (Appendix B); see npad.methods.favae.ConvVAE.data_init.
+reach the noise level (Appendix B); see npad.methods.favae_model.ConvVAE.data_init.
 """
 import argparse
 import sys
@@ -33,7 +33,9 @@ import numpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from npad.methods.favae import FAVAE, TOY_SIGMA_N, ToyDataset, toy_samples  # noqa: E402
+import npad  # noqa: E402
+from npad.data.toy import SIGMA_N, ToyDataset, toy_samples  # noqa: E402
+from npad.methods.favae import FAVAE  # noqa: E402
 from npad.metrics import auroc  # noqa: E402
 from npad.io import atomic_write  # noqa: E402
 
@@ -138,6 +140,7 @@ def figure(path, images, panels):
 
 
 def main(argv=None):
+    npad.tune_cpu()                     # OpenBLAS tuned for npad's threads (README: Threads)
     args = arguments(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,7 +150,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     vae = toy_model(args, "none", args.vae_epochs).fit(train)
     t_vae = time.perf_counter() - t0
-    print(f"gamma-VAE: {t_vae:.0f} s, learned gamma {vae.gamma:.4f} (sigma_n = {TOY_SIGMA_N})")
+    print(f"gamma-VAE: {t_vae:.0f} s, learned gamma {vae.gamma:.4f} (sigma_n = {SIGMA_N})")
     t0 = time.perf_counter()
     fav = toy_model(args, "pretrained", args.favae_epochs).fit(train)
     t_fav = time.perf_counter() - t0

@@ -148,6 +148,7 @@ def run_mvtec(args, out):
 
 
 def main(argv=None):
+    npad.tune_cpu()                     # OpenBLAS tuned for npad's threads (README: Threads)
     p = common_arguments(__doc__.split("\n")[0], default_size=256)
     p.add_argument("--task", choices=["digits", "mvtec", "both"], default="both")
     p.add_argument("--digit", type=int, default=1, help="the inlier digit of the one-class experiment")

@@ -23,13 +23,30 @@ PaDiM(method='padim', backbone='efficientnet_lite0', input_size=64x64, fitted, t
 >>> bool(scores[1] > scores[0]), maps.shape
 (True, (2, 64, 64))
 """
-from .backend import get_array_module, set_device, get_device, to_cpu, to_gpu, cupy_available, set_num_threads, get_num_threads
+from .backend import (get_array_module, set_device, get_device, to_cpu, to_gpu, cupy_available, set_num_threads,
+                      get_num_threads, tune_cpu)
 from .tensor import (Tensor, tensor, as_tensor, no_grad, enable_grad, is_grad_enabled, zeros, ones,
-                     empty, full, zeros_like, ones_like, arange, from_numpy, randn, rand,
+                     empty, full, full_like, zeros_like, ones_like, arange, from_numpy, randn, rand,
                      manual_seed, set_default_dtype, get_default_dtype)
 from . import functional
-from .functional import (cat, stack, where, maximum, minimum, matmul, exp, log, sqrt, sigmoid,
-                         tanh, relu, softmax, log_softmax)
-from . import nn, optim
+from .functional import (cat, stack, where, maximum, minimum, matmul, exp, log, sqrt, abs, sigmoid,
+                         tanh, relu, softmax, log_softmax, sum, mean, max, min, amax, amin, argmax, argmin,
+                         logsumexp, var, std, clamp, clone, gather, sort, argsort, topk, flatten, reshape,
+                         squeeze, unsqueeze, transpose, permute)
+from . import nn, optim, utils
+from .serialization import save, load
+
+# dtypes with torch's names (NumPy's scalar types: npad.tensor(x, dtype=npad.long), t.to(npad.float64))
+from numpy import float16, float32, float64, int8, int16, int32, int64, uint8  # noqa: E402
+half, double, short, long = float16, float64, int16, int64
+_SHADOWING = {"bool": __import__("numpy").bool_, "int": int32, "float": float32}
+
+
+def __getattr__(name):
+    """npad.bool, npad.int, npad.float (as torch's) without hiding Python's bool/int/float in this module"""
+    if name in _SHADOWING:
+        return _SHADOWING[name]
+    raise AttributeError(f"module 'npad' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"

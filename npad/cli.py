@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy
 
+from .backend import tune_cpu
+
 EPILOG = __doc__.split("\n\n")[1]
 
 
@@ -42,17 +44,25 @@ def _literal(text):
         return text
 
 
+def _options(pairs):
+    """--set KEY=VALUE pairs as a dict, each value a Python literal when it is one (see _literal)."""
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise UsageError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, value = (t.strip() for t in pair.split("=", 1))
+        out[key] = _literal(value)
+    return out
+
+
 def _fit_options(cls, args):
     """The method's options from the command line, each checked: --set names against the method's
     options, no --set of an option that has its own flag, --epochs, --size and --calib-fraction."""
     epochs_key = getattr(cls, "epochs_option", "epochs")
     flags = {"input_size": "--size", "backbone": "--backbone", "onnx_path": "--onnx", "seed": "--seed",
              "quick": "--full", epochs_key: "--epochs"}
-    opts = {}
-    for pair in args.set or []:
-        if "=" not in pair:
-            raise UsageError(f"--set expects KEY=VALUE, got {pair!r}")
-        key, value = (t.strip() for t in pair.split("=", 1))
+    opts = _options(args.set)
+    for key in opts:
         if key not in cls.defaults:
             near = difflib.get_close_matches(key, cls.defaults, n=1)
             hint = f"did you mean {near[0]}? " if near else ""
@@ -60,7 +70,6 @@ def _fit_options(cls, args):
                              f"its options are {', '.join(sorted(k for k in cls.defaults if k not in flags))}")
         if key in flags:
             raise UsageError(f"--set {key}: give it with {flags[key]} instead")
-        opts[key] = _literal(value)
     opts.update(quick=not args.full, seed=args.seed)
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
@@ -97,19 +106,17 @@ def _fit_options(cls, args):
 
 
 def _out_dir(path, names):
-    """The output folder, created and checked before any work: not a file, writable, and able to
-    hold the temporary files of ``names`` (too long a name fails here, not after training)."""
-    out = Path(path)
+    """The output folder, checked before any work (``npad.io.check_output_dir``: not a file, writable,
+    names not too long) and created."""
+    from . import io
     try:
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out {out} exists and is not a folder")
-        out.mkdir(parents=True, exist_ok=True)
-        for name in names:                                   # as npad.io.atomic_write names its temp files
-            probe = out / f".{name}.npadprobe{Path(name).suffix}.tmp"
-            probe.write_bytes(b"")
-            probe.unlink()
+        out = io.check_output_dir(path, names)
     except OSError as e:
-        raise UsageError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+        raise UsageError(f"--out: {e}") from None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {path}: cannot create the folder ({e.strerror or e})") from None
     return out
 
 
@@ -470,6 +477,7 @@ def _warn_one_line(message, category, filename, lineno, file=None, line=None):
 
 def main(argv=None):
     """Run one command; a user's mistake ends with one line on stderr and exit status 2."""
+    tune_cpu()                          # OpenBLAS tuned for npad's threads (README: Threads)
     args = _parser().parse_args(argv)
     try:
         with warnings.catch_warnings():

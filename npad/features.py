@@ -75,21 +75,17 @@ class FeatureExtractor(Module):
         return Tensor._make((x.data - mean) / std, False, None, 0)
 
     def forward(self, x):
-        """List of feature maps (one per tap) of ``x`` (B x 3 x H x W in [0, 1]).
-        Runs under no_grad unless the input or a parameter requires a gradient."""
+        """List of feature maps (one per tap) of ``x`` (B x 3 x H x W in [0, 1]). A graph is recorded
+        only when the input or a parameter requires a gradient (the model sees that itself)."""
         if not isinstance(x, Tensor):
             x = Tensor(x)
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"FeatureExtractor({self.backbone}): expected B x 3 x H x W RGB images, "
                              f"got shape {tuple(x.shape)}")
-        dt = self.model._float_dtype()
+        dt = self.model.dtype
         if dt is not None and x.dtype != dt:
             x = F.astype(x, dt)
-        wants = is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.model.parameters()))
-        if wants:
-            return self.model(self._normalize(x))
-        with no_grad():
-            return self.model(self._normalize(x))
+        return self.model(self._normalize(x))
 
     def extract(self, images, batch_size=16):
         """Features of many images (array or Tensor, N x 3 x H x W), run in batches under no_grad;

@@ -17,8 +17,9 @@ input x = [x1, x2] with x1 the first C - C//2 channels:
     y      = x @ W^T                                    W fixed: random orthogonal ("soft"
                                                         permutation, |det W| = 1) or a permutation
 
-FrEIA's block writes the clamp as clamp * tanh(0.1 * a); we follow the soft clamp
-above (s / clamp inside the tanh keeps s' ~ s for small s). The inverse runs the
+FrEIA's block computes s' = clamp * tanh(s) instead: both saturate at +-clamp, but
+near 0 npad's s' ~ s and FrEIA's ~ clamp * s (one of the differences from the
+authors' CFLOW code, all listed in npad.methods.cflow). The inverse runs the
 steps backwards: x = y @ W, undo the affine, x2 = (x2 - t) * exp(-s'), where
 s', t come from the unchanged x1.
 """

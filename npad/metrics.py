@@ -8,6 +8,10 @@ Conventions
   ``auroc(labels, scores)``, ``aupro(masks, maps)``.  :func:`evaluate` takes
   ``(scores, maps, labels, masks)`` for call-site convenience.
 * Maps and masks are ``(N, H, W)`` or ``(N, 1, H, W)``; masks are binarised with ``> 0.5``.
+* NaN or inf in scores or maps, NaN in masks and NaN thresholds are refused with a
+  ``ValueError`` naming the argument and the first bad index (as scikit-learn
+  refuses them): a NaN compares false with every threshold and would be counted
+  as normal without a word.
 * Undefined metrics (e.g. AUROC without anomalous samples) are returned as
   ``nan`` together with a :class:`MetricWarning` saying why, so that
   :func:`evaluate` still reports everything that *is* defined.
@@ -71,6 +75,26 @@ def _np(a: Any) -> np.ndarray:
     return np.asarray(a)
 
 
+def _finite(a: np.ndarray, name: str, allow_inf: bool = False) -> np.ndarray:
+    """``a`` unchanged; a ValueError naming ``name`` and the first bad index if it holds NaN (or inf)."""
+    if a.dtype.kind not in "fc":
+        return a
+    bad = np.isnan(a) if allow_inf else ~np.isfinite(a)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        kind = "NaN" if allow_inf else "NaN or inf"
+        raise ValueError(f"{name} contains {int(bad.sum())} {kind} value(s) of {a.size}, the first at index "
+                         f"{first[0] if len(first) == 1 else first} ({a[first]})")
+    return a
+
+
+def _threshold(t: Any, name: str = "threshold") -> float:
+    t = float(t)
+    if np.isnan(t):
+        raise ValueError(f"{name} is NaN")
+    return t
+
+
 def _scores_1d(scores: Any, name: str = "scores") -> np.ndarray:
     s = _np(scores)
     if s.ndim != 1:
@@ -80,10 +104,7 @@ def _scores_1d(scores: Any, name: str = "scores") -> np.ndarray:
             raise ValueError(f"{name} must be 1-D (one score per sample), got shape {s.shape}")
     if s.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be numeric, got dtype {s.dtype}")
-    nan = np.isnan(s) if s.dtype.kind == "f" else None
-    if nan is not None and nan.any():
-        raise ValueError(f"{name} contains {int(nan.sum())} NaN value(s) (of {s.size})")
-    return s
+    return _finite(s, name)
 
 
 def _labels_1d(labels: Any, n: int | None = None, name: str = "labels") -> np.ndarray:
@@ -119,9 +140,8 @@ def _check_map_pair(masks: Any, maps: Any) -> tuple[np.ndarray, np.ndarray]:
             f"masks shape {g.shape} and maps shape {m.shape} differ; upsample the anomaly maps to the "
             f"mask resolution first"
         )
-    if m.dtype.kind == "f" and np.isnan(m).any():
-        raise ValueError(f"maps contain {int(np.isnan(m).sum())} NaN value(s)")
-    return (g > 0.5), m
+    _finite(g, "masks", allow_inf=True)
+    return (g > 0.5), _finite(m, "maps")
 
 
 # ----------------------------------------------------------------------------
@@ -338,9 +358,9 @@ def f1_max(labels: Any, scores: Any) -> tuple[float, float]:
 
 def f1_score(labels: Any, scores: Any, threshold: float) -> float:
     """F1 = 2TP / (2TP + FP + FN) with prediction ``scores >= threshold``; nan + warning if nothing is positive at all."""
-    s = _np(scores).ravel()
+    s = _scores_1d(_np(scores).ravel())
     y = _labels_1d(labels, s.size)
-    pred = s >= threshold
+    pred = s >= _threshold(threshold)
     tp = np.count_nonzero(pred & y)
     denom = 2 * tp + np.count_nonzero(pred & ~y) + np.count_nonzero(~pred & y)
     if denom == 0:
@@ -356,7 +376,7 @@ def iou(masks: Any, maps: Any, threshold: float, reduction: str = "pooled") -> f
     ``"mean"``: mean of per-image IoUs over images whose union is non-empty.
     """
     g, m = _check_map_pair(masks, maps)
-    pred = m >= threshold  # (N,H,W)
+    pred = m >= _threshold(threshold)  # (N,H,W)
     inter = np.count_nonzero(pred & g, axis=(1, 2))  # (N,)
     union = np.count_nonzero(pred | g, axis=(1, 2))  # (N,)
     if reduction == "pooled":
@@ -374,7 +394,7 @@ def choose_threshold(scores: Any, labels: Any = None, percentile: float = 99.0) 
     The percentile fallback (no anomalous validation samples) issues a
     :class:`MetricWarning` saying so; expect about (100 - percentile)% false alarms.
     """
-    s = _np(scores).ravel()
+    s = _scores_1d(_np(scores).ravel())
     if s.size == 0:
         raise ValueError("choose_threshold: empty scores")
     if not (0.0 < percentile <= 100.0):
@@ -480,7 +500,7 @@ def evaluate(
     notes: list[str] = []
     m = g = None
     if maps is not None:
-        m = _maps_3d(maps, "maps")
+        m = _finite(_maps_3d(maps, "maps"), "maps")
     if masks is not None:
         g = _maps_3d(masks, "masks")
     if scores is None:
@@ -511,7 +531,7 @@ def evaluate(
     res["image_auroc"] = _quiet(auroc, y, s)
     f1, thr = _quiet(f1_max, y, s)
     res["image_f1_max"], res["image_f1_max_threshold"] = f1, thr
-    it = thr if image_threshold is None else float(image_threshold)
+    it = thr if image_threshold is None else _threshold(image_threshold, "image_threshold")
     res["image_threshold"] = it
     res["image_f1"] = _quiet(f1_score, y, s, it) if np.isfinite(it) else float("nan")
     res["score_normal_mean"] = float(s[~y].mean()) if (~y).any() else float("nan")
@@ -534,7 +554,7 @@ def evaluate(
         res["pixel_auroc"], pf1, pthr = _auroc_and_f1(flat_g, flat_m)
         res["aupro"] = _quiet(aupro, gb, mm, fpr_limit)
         res["pixel_f1_max"], res["pixel_f1_max_threshold"] = pf1, pthr
-        pt = pthr if pixel_threshold is None else float(pixel_threshold)
+        pt = pthr if pixel_threshold is None else _threshold(pixel_threshold, "pixel_threshold")
         res["pixel_threshold"] = pt
         res["pixel_iou"] = iou(gb, mm, pt) if np.isfinite(pt) else float("nan")
         res["fpr_limit"] = fpr_limit

@@ -12,6 +12,10 @@ throughput (``unit/s``).  The bar is silent (iteration still works, and
 
 ``NPAD_QUIET=0`` forces bars on even without a terminal.
 When tqdm is not installed a minimal silent wrapper is used.
+
+Long jobs in batch logs still show progress: where the bar is off only because
+output is not a terminal (:func:`plain_log`), the training loop
+(``npad.methods.base.train_loop``) prints a plain line per epoch with :func:`log_line`.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import os
 import sys
 from typing import Any, Iterable
 
-__all__ = ["progress", "is_quiet"]
+__all__ = ["progress", "is_quiet", "plain_log", "log_line"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -44,6 +48,19 @@ def is_quiet(quiet: bool | None = None) -> bool:
     if "ipykernel" in sys.modules:  # Jupyter: not a tty, but bars render as widgets
         return False
     return not (_isatty(sys.stdout) and _isatty(sys.stderr))
+
+
+def plain_log(quiet: bool | None = None) -> bool:
+    """True when the bar is off only because output is not a terminal (``quiet`` and ``$NPAD_QUIET``
+    unset): the place for plain log lines. ``quiet=True`` or ``NPAD_QUIET=1`` silence them too."""
+    if quiet is not None or os.environ.get("NPAD_QUIET", "").strip().lower() in _TRUE | _FALSE:
+        return False
+    return is_quiet(None)
+
+
+def log_line(text: str) -> None:
+    """Print one progress line to stderr (where the bars go), flushed so batch logs show it at once."""
+    print(text, file=sys.stderr, flush=True)
 
 
 class _SilentBar:

@@ -10,6 +10,13 @@ them; frozen inputs and ``no_grad`` blocks cost nothing beyond the forward.
 each for the gradients of the inputs that need one, sums gradients that meet
 at a tensor, and stores them in ``.grad`` of leaf tensors. The graph is freed
 afterwards unless ``retain_graph=True``.
+
+In-place ops (``x += y``, ``x.add_(y)``, ``p.zero_()``, ``x[i] = v``) write into
+``x.data`` when no graph is recorded (under ``no_grad``, or nothing requires grad);
+inside a graph ``x`` takes the result's new array and place in the graph. Either
+way they stamp ``x._version`` with a global clock; each recorded Function keeps the
+clock of when it ran, and backward refuses a Function whose input changed since,
+which would otherwise give silently wrong gradients (PyTorch's version counter).
 """
 import numpy
 
@@ -17,6 +24,7 @@ from .backend import default_xp, device_xp, get_array_module, is_cupy_array, to_
 
 _grad_enabled = True
 _default_dtype = numpy.float32
+_clock = 0  # counts in-place writes; Tensor._version and Function._version hold its value
 
 
 class no_grad:
@@ -77,7 +85,7 @@ class Function:
     ``self.needs_input_grad[i]`` says whether input i wants a gradient."""
 
     n_out = 1
-    retain_graph = False  # set for the duration of a backward(retain_graph=True): saved buffers must survive
+    retain_graph = False  # set by Tensor.backward before each call of backward(): True keeps saved buffers alive
 
     @classmethod
     def apply(cls, *inputs, **params):
@@ -93,6 +101,7 @@ class Function:
         if requires:
             fn.inputs = inputs
             fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
+            fn._version = _clock
         if type(out) is not tuple:
             return Tensor._make(out, requires, fn if requires else None, 0)
         if requires:
@@ -109,7 +118,7 @@ class Function:
 class Tensor:
     """An n-dimensional array with an optional gradient, as ``torch.Tensor``."""
 
-    __slots__ = ("data", "requires_grad", "grad", "_creator", "_index", "_retain", "__weakref__")
+    __slots__ = ("data", "requires_grad", "grad", "_creator", "_index", "_retain", "_version", "__weakref__")
     __array_priority__ = 1000  # so ndarray + Tensor calls Tensor.__radd__
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
@@ -130,6 +139,7 @@ class Tensor:
         self._creator = None
         self._index = 0
         self._retain = False
+        self._version = 0
 
     @classmethod
     def _make(cls, data, requires_grad, creator, index):
@@ -138,7 +148,7 @@ class Tensor:
         if not hasattr(data, "shape"):  # NumPy reductions return scalars
             data = numpy.asarray(data)
         t.data, t.requires_grad, t.grad = data, requires_grad, None
-        t._creator, t._index, t._retain = creator, index, False
+        t._creator, t._index, t._retain, t._version = creator, index, False, 0
         return t
 
     # ---- array attributes -------------------------------------------------
@@ -148,6 +158,7 @@ class Tensor:
     device = property(lambda self: "cuda" if is_cupy_array(self.data) else "cpu")
     is_leaf = property(lambda self: self._creator is None)
     T = property(lambda self: self.permute(*reversed(range(self.ndim))))
+    mT = property(lambda self: F.transpose(self, -2, -1))  # the last two axes swapped
 
     def size(self, dim=None):
         return self.data.shape if dim is None else self.data.shape[dim]
@@ -202,9 +213,11 @@ class Tensor:
         self._retain = True
         return self
 
-    def to(self, device=None, dtype=None):
-        """A copy on ``device`` and/or with ``dtype``; gradients flow through."""
+    def to(self, *args, device=None, dtype=None):
+        """A copy on a device and/or with a dtype, as torch: ``to("cuda")``, ``to(npad.float64)``,
+        ``to(other)`` (other's device and dtype); ``self`` when nothing changes. Gradients flow through."""
         from .functional.math import to_device, astype
+        device, dtype = _device_dtype(args, device, dtype)
         out = self
         if device is not None and device != self.device:
             out = to_device(out, device)
@@ -223,6 +236,26 @@ class Tensor:
 
     def double(self):
         return self.to(dtype=numpy.float64)
+
+    def half(self):
+        return self.to(dtype=numpy.float16)
+
+    def long(self):
+        return self.to(dtype=numpy.int64)
+
+    def int(self):
+        return self.to(dtype=numpy.int32)
+
+    def bool(self):
+        return self.to(dtype=numpy.bool_)
+
+    def __array__(self, dtype=None, copy=None):
+        """The data for NumPy (``numpy.asarray(t)``), without a copy; a CUDA tensor raises, as CuPy."""
+        if is_cupy_array(self.data):
+            raise TypeError("cannot convert a CUDA tensor to a NumPy array implicitly; "
+                            "call .numpy() or .cpu() first")
+        a = self.data if dtype is None else self.data.astype(dtype, copy=False)
+        return a.copy() if copy else a
 
     # ---- autograd ----------------------------------------------------------
     def backward(self, grad=None, retain_graph=False):
@@ -255,12 +288,13 @@ class Tensor:
                                    "use backward(retain_graph=True) the first time")
             if fn.n_out > 1:
                 gouts = [g if g is not None else xp.zeros(s, d) for g, (s, d) in zip(gouts, fn.out_meta)]
-            if retain_graph:
-                fn.retain_graph = True
+            fn.retain_graph = retain_graph
             gins = fn.backward(*gouts)
             if not isinstance(gins, tuple):
                 gins = (gins,)
             for t, g, need in zip(fn.inputs, gins, fn.needs_input_grad):
+                if t._version > fn._version:  # changed in place since fn ran (-1: fn's saved output was)
+                    _modified_error(fn, t)
                 if not need or g is None:
                     continue
                 if g.shape != t.data.shape:
@@ -304,22 +338,80 @@ class Tensor:
     def __eq__(self, o): return _compare(self, o, "equal")
     def __ne__(self, o): return _compare(self, o, "not_equal")
 
+    # ---- in-place ops (torch's trailing underscore) -----------------------------
+    def _inplace(self, name, op, *args, write=None):
+        """Make self hold op(self, *args). With a graph to record (grad enabled and self or an
+        argument requires grad), self takes the result's array and place in the graph, so arrays
+        that ops saved for backward stay intact. Otherwise the result is written into self.data
+        (``write()`` when given does it directly), so views and optimizers see it; ops that took
+        self before then refuse their backward (see ``_version``)."""
+        others = [a for a in args if isinstance(a, Tensor)]
+        if _grad_enabled and (self.requires_grad or any(a.requires_grad for a in others)):
+            if self.requires_grad and self._creator is None:
+                raise RuntimeError(f"{name}: a leaf tensor that requires grad (shape {tuple(self.shape)}) is "
+                                   f"used in an in-place operation; do it under `with npad.no_grad():`")
+            out = op(Tensor._make(self.data, self.requires_grad, self._creator, self._index), *args)
+            out = _fits(self, out, name)
+            if out.dtype != self.dtype:
+                out = F.astype(out, self.dtype)
+            self.data, self.requires_grad, self._creator, self._index = (out.data, out.requires_grad,
+                                                                         out._creator, out._index)
+            _stamp(self)
+        else:
+            if write is not None:
+                write()
+            else:
+                with no_grad():
+                    out = _fits(self, op(self, *args), name)
+                get_array_module(self.data).copyto(self.data, out.data, casting="unsafe")
+            mark_modified(self)
+        return self
+
+    def add_(self, other, alpha=1): return self._inplace("add_", lambda x, o: x + (o if alpha == 1 else o * alpha), other)
+    def sub_(self, other, alpha=1): return self._inplace("sub_", lambda x, o: x - (o if alpha == 1 else o * alpha), other)
+    def mul_(self, other): return self._inplace("mul_", F.mul, other)
+    def div_(self, other): return self._inplace("div_", F.div, other)
+    def clamp_(self, min=None, max=None): return self._inplace("clamp_", lambda x: F.clamp(x, min, max))
+    def fill_(self, value): return self._inplace("fill_", lambda x: full_like(x, value))
+    def zero_(self): return self.fill_(0)
+
+    def copy_(self, src):
+        """self <- src broadcast to self's shape, cast to its dtype and moved to its device"""
+        src = src if isinstance(src, Tensor) else Tensor(src)
+        return self._inplace("copy_", lambda x, s: F.clone(F.expand(s.to(x.device, x.dtype), x.shape)), src)
+
+    def __iadd__(self, o): return self.add_(o)
+    def __isub__(self, o): return self.sub_(o)
+    def __imul__(self, o): return self.mul_(o)
+    def __itruediv__(self, o): return self.div_(o)
+
     def __setitem__(self, idx, value):
-        if self.requires_grad and _grad_enabled:
-            raise RuntimeError("in-place assignment to a tensor that requires grad; use torch-style "
-                               "out-of-place ops (where, cat) or do it under no_grad")
-        self.data[idx] = value.data if isinstance(value, Tensor) else value
+        """self[idx] = value, recorded in the graph when self or value requires grad"""
+        def write():
+            self.data[raw_index(self, idx)] = value.data if isinstance(value, Tensor) else value
+        return self._inplace("__setitem__", lambda x, v: F.index_put(x, idx, v), value, write=write)
 
     # ---- methods mirroring torch.Tensor --------------------------------------
+    def all(self, dim=None, keepdim=False): return _reduce_bool(self, "all", dim, keepdim)
+    def any(self, dim=None, keepdim=False): return _reduce_bool(self, "any", dim, keepdim)
     def sum(self, dim=None, keepdim=False): return F.sum(self, dim, keepdim)
     def mean(self, dim=None, keepdim=False): return F.mean(self, dim, keepdim)
     def var(self, dim=None, unbiased=True, keepdim=False): return F.var(self, dim, unbiased, keepdim)
     def std(self, dim=None, unbiased=True, keepdim=False): return F.sqrt(F.var(self, dim, unbiased, keepdim))
     def max(self, dim=None, keepdim=False): return F.max(self, dim, keepdim)
     def min(self, dim=None, keepdim=False): return F.min(self, dim, keepdim)
+    def amax(self, dim=None, keepdim=False): return F.amax(self, dim, keepdim)
+    def amin(self, dim=None, keepdim=False): return F.amin(self, dim, keepdim)
     def logsumexp(self, dim, keepdim=False): return F.logsumexp(self, dim, keepdim)
-    def argmax(self, dim=None): return Tensor._make(self.data.argmax(axis=dim), False, None, 0)
-    def argmin(self, dim=None): return Tensor._make(self.data.argmin(axis=dim), False, None, 0)
+    def argmax(self, dim=None, keepdim=False): return F.argmax(self, dim, keepdim)
+    def argmin(self, dim=None, keepdim=False): return F.argmin(self, dim, keepdim)
+    def sort(self, dim=-1, descending=False, stable=False): return F.sort(self, dim, descending, stable)
+    def argsort(self, dim=-1, descending=False, stable=False): return F.argsort(self, dim, descending, stable)
+    def topk(self, k, dim=-1, largest=True, sorted=True): return F.topk(self, k, dim, largest, sorted)
+    def gather(self, dim, index): return F.gather(self, dim, index)
+    def clone(self): return F.clone(self)
+    def contiguous(self): return self if self.data.flags.c_contiguous else F.clone(self)
+    def repeat(self, *sizes): return F.repeat(self, *sizes)
     def reshape(self, *shape): return F.reshape(self, *shape)
     def view(self, *shape): return F.reshape(self, *shape)
     def transpose(self, dim0, dim1): return F.transpose(self, dim0, dim1)
@@ -343,6 +435,62 @@ class Tensor:
     def softmax(self, dim): return F.softmax(self, dim)
     def log_softmax(self, dim): return F.log_softmax(self, dim)
     def astype(self, dtype): return F.astype(self, dtype)
+
+
+def _modified_error(fn, t):
+    i = next(k for k, u in enumerate(fn.inputs) if u is t)
+    what = "its output" if fn._version < 0 else f"its input {i} (shape {tuple(t.shape)})"
+    raise RuntimeError(f"{type(fn).__name__}: {what} was modified by an in-place operation after the op ran, "
+                       f"so its gradient would be wrong; use an out-of-place op (x = x + y) or "
+                       f"clone() before the in-place change")
+
+
+def _stamp(t):
+    global _clock
+    _clock += 1
+    t._version = _clock
+
+
+def mark_modified(t):
+    """Record that ``t.data`` was changed in place (by an in-place op or an optimizer step): ops that
+    took t, or the op that made t if it saved its output, refuse their backward afterwards."""
+    c = t._creator
+    if c is not None and any(v is t.data for v in vars(c).values()):
+        c._version = -1  # the op that made t saved t.data for its backward
+    _stamp(t)
+
+
+def _fits(self, out, name):
+    """``out`` as the new value of ``self`` in an in-place op: same shape, a dtype it can take."""
+    if not isinstance(out, Tensor):
+        out = as_tensor(out, like=self)
+    if out.shape != self.shape:
+        raise RuntimeError(f"{name}: the result has shape {tuple(out.shape)}, which does not fit in place "
+                           f"into shape {tuple(self.shape)}")
+    if not numpy.can_cast(out.dtype, self.dtype, "same_kind"):
+        raise RuntimeError(f"{name}: result type {out.dtype} cannot be cast in place to {self.dtype}")
+    return out
+
+
+def _device_dtype(args, device=None, dtype=None):
+    """(device, dtype) from torch-style ``to`` arguments: a device string, a dtype, or a tensor."""
+    for a in args:
+        if isinstance(a, Tensor):
+            device, dtype = a.device, a.dtype
+        elif isinstance(a, str):
+            device = a
+        elif a is not None:
+            dtype = a
+    if device is not None:
+        device = "cuda" if str(device) in ("cuda", "cuda:0") else str(device)
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"unknown device {device!r}; use 'cpu' or 'cuda' (one GPU, through CuPy)")
+    return device, dtype
+
+
+def _reduce_bool(t, op, dim, keepdim):
+    """all / any over ``dim``: a bool tensor outside the graph."""
+    return Tensor._make(getattr(t.data.astype(bool, copy=False), op)(axis=dim, keepdims=keepdim), False, None, 0)
 
 
 def _compare(a, b, op):
@@ -410,6 +558,11 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad=False):
     return Tensor._make(xp.full(tuple(shape), fill_value, dtype or _default_dtype), requires_grad, None, 0)
 
 
+def full_like(t, fill_value, dtype=None):
+    xp = get_array_module(t.data)
+    return Tensor._make(xp.full(t.shape, fill_value, dtype or t.dtype), False, None, 0)
+
+
 def zeros_like(t, dtype=None):
     xp = get_array_module(t.data)
     return Tensor._make(xp.zeros(t.shape, dtype or t.dtype), False, None, 0)
@@ -467,3 +620,4 @@ rand = _random(lambda s: _rng.random(s))
 
 
 from . import functional as F  # noqa: E402  (functional needs Tensor defined first)
+from .functional.shape import raw_index  # noqa: E402

@@ -1,14 +1,32 @@
-"""Test helpers: float64 central-difference gradient checks.
+"""Test helpers: float64 central-difference gradient checks, and the strict CuPy stand-in.
 
 ``gradcheck(fn, *arrays)`` compares the gradients that backward gives for
 L = sum(fn(x1, x2, ...) * w) (w a fixed random weight) with central differences
 (L(x + h e_i) - L(x - h e_i)) / 2h, element by element; ``direction=True``
 checks one random direction d instead, dL/dx . d, which stays cheap for big tensors.
+
+``use_strict_cupy()`` makes device "cuda" mean ``npad.strict_cupy``, a CuPy stand-in that refuses
+what CuPy refuses (host arrays mixed in, implicit conversion to NumPy), so code can be checked for
+NumPy-only paths without a GPU.
 """
+import sys
+
 import numpy
 
+from . import backend
 from .backend import get_array_module, to_cpu
 from .tensor import Tensor
+
+
+def use_strict_cupy():
+    """From now on in this process, device "cuda" (``set_device``, ``to_gpu``, ``Tensor(..., device=...)``)
+    means the strict CuPy stand-in ``npad.strict_cupy``, and ``import cupyx`` its cupyx; returns the module.
+    Call ``npad.set_device("cuda")`` as well to put every new tensor there. For tests only: it replaces a
+    real CuPy in this process."""
+    from . import strict_cupy
+    backend._cupy, backend._cupy_error = strict_cupy, None
+    sys.modules.update(strict_cupy._strict_cupy_impl._cupyx_modules())
+    return strict_cupy
 
 
 def _loss(fn, arrays, w):

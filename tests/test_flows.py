@@ -15,7 +15,8 @@ R = np.random.default_rng(0)
 def _randomise(flow):
     """Move the block off its near-identity start so the checks see real couplings."""
     for p in flow.parameters():
-        p.data = p.data + 0.3 * R.standard_normal(p.shape).astype(p.dtype)
+        xp = npad.get_array_module(p.data)
+        p.data = p.data + 0.3 * xp.asarray(R.standard_normal(p.shape), p.dtype)
     return flow
 
 
@@ -65,10 +66,10 @@ def test_gradients_through_a_block():
     logp(npad.tensor(x), npad.tensor(c)).sum().backward()
     for name, p in block.named_parameters():
         d = R.standard_normal(p.shape)
-        base = p.data.copy()
-        p.data = base + 1e-6 * d
+        base, xp = p.data.copy(), npad.get_array_module(p.data)
+        p.data = base + 1e-6 * xp.asarray(d)
         up = logp(npad.tensor(x), npad.tensor(c)).sum().item()
-        p.data = base - 1e-6 * d
+        p.data = base - 1e-6 * xp.asarray(d)
         down = logp(npad.tensor(x), npad.tensor(c)).sum().item()
         p.data = base
         assert (p.grad.numpy() * d).sum() == pytest.approx((up - down) / 2e-6, rel=1e-5, abs=1e-7), name

@@ -274,3 +274,60 @@ def test_evaluate_has_mask_excludes_images_without_ground_truth():
     assert r["pixel_auroc"] == pytest.approx(skm.roc_auc_score(masks[:5].ravel() > 0.5, maps[:5].ravel()))
     assert r["aupro"] == pytest.approx(brute_aupro(masks[:5] > 0.5, maps[:5]))
     assert "pixel_auroc" not in r["per_defect"]["x"] and r["n_images"] == 6
+
+
+# --- NaN and inf are refused, naming the argument and the first bad index ----------------------------------------
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_scores_and_maps_refused(bad):
+    y = np.array([0, 1, 0, 1])
+    s = np.array([0.1, 0.9, bad, 0.7])
+    g = np.zeros((4, 3, 3))
+    g[1, 1, 1] = g[3, 0, 0] = 1
+    m = np.random.default_rng(0).random((4, 3, 3))
+    m_bad = m.copy()
+    m_bad[2, 1, 0] = bad
+    calls = [
+        (lambda: M.auroc(y, s), r"scores contains 1 NaN or inf value\(s\) of 4, the first at index 2"),
+        (lambda: M.roc_curve(y, s), "scores"),
+        (lambda: M.precision_recall_curve(y, s), "scores"),
+        (lambda: M.f1_max(y, s), "scores"),
+        (lambda: M.f1_score(y, s, 0.5), "scores"),
+        (lambda: M.choose_threshold(s, y), "scores"),
+        (lambda: M.choose_threshold(s), "scores"),
+        (lambda: M.pixel_auroc(g, m_bad), r"maps contains 1 NaN or inf .*index \(2, 1, 0\)"),
+        (lambda: M.aupro(g, m_bad), "maps"),
+        (lambda: M.iou(g, m_bad, 0.5), "maps"),
+        (lambda: M.evaluate(s, m, y, g), "scores"),
+        (lambda: M.evaluate(None, m_bad, y, g), "maps contains 1"),
+        (lambda: M.evaluate(None, m_bad, y), "maps contains 1"),
+    ]
+    for call, match in calls:
+        with pytest.raises(ValueError, match=match):
+            call()
+
+
+def test_nan_thresholds_and_masks_refused():
+    y = np.array([0, 1, 0, 1])
+    s = np.array([0.1, 0.9, 0.2, 0.7])
+    g = np.zeros((4, 3, 3))
+    g[1, 1, 1] = 1
+    m = np.random.default_rng(0).random((4, 3, 3))
+    with pytest.raises(ValueError, match="threshold is NaN"):
+        M.f1_score(y, s, float("nan"))
+    with pytest.raises(ValueError, match="threshold is NaN"):
+        M.iou(g, m, np.float32("nan"))
+    with pytest.raises(ValueError, match="image_threshold is NaN"):
+        M.evaluate(s, labels=y, image_threshold=float("nan"))
+    with pytest.raises(ValueError, match="pixel_threshold is NaN"):
+        M.evaluate(s, m, y, g, pixel_threshold=float("nan"))
+    with pytest.raises(ValueError, match="percentile"):
+        M.choose_threshold(s, percentile=float("nan"))
+    g_nan = g.copy()
+    g_nan[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"masks contains 1 NaN value\(s\)"):
+        M.pixel_auroc(g_nan, m)
+    with pytest.raises(ValueError, match="binary"):
+        M.auroc(np.array([0, 1, np.nan, 1]), s)
+    # an infinite threshold is a valid (if useless) decision rule: nothing predicted anomalous
+    assert M.f1_score(y, s, float("inf")) == 0.0

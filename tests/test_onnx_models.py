@@ -198,8 +198,8 @@ def test_small_models_match_onnxruntime(build):
 def test_frozen_folds_every_conv_bn_pair():
     model, _ = resnet_like()
     frozen, live = OnnxModule(model, frozen=True), OnnxModule(model, frozen=False)
-    assert not any(n.op.startswith("BatchNormalization") for n in frozen._nodes)
-    assert sum(n.op == "BatchNormalization" for n in live._nodes) == 6
+    assert not any(n.op.startswith("BatchNormalization") for n in frozen.graph.nodes)
+    assert sum(n.op == "BatchNormalization" for n in live.graph.nodes) == 6
     assert len(frozen.state_dict()) < len(live.state_dict())
     assert not any(p.requires_grad for p in frozen.parameters())
 
@@ -211,8 +211,8 @@ def test_taps_prune_the_graph_and_match_onnxruntime():
     with npad.no_grad():
         a, b = m(npad.tensor(X32))
     assert rel_err(a.numpy(), ref[2]) <= 1e-4 and rel_err(b.numpy(), ref[1]) <= 1e-4
-    plan = next(iter(m._plans.values()))[1]
-    assert len(plan) < len(m._nodes) and "Gemm" not in [step[0].op for step in plan]
+    ran = m.profile(npad.tensor(X32), repeat=1)                  # the op types that ran
+    assert "Gemm" not in ran and "GlobalAveragePool" not in ran and "Conv" in ran
     with npad.no_grad():
         (c,) = m(npad.tensor(X32), taps=[taps[2]])                 # per-call taps override
     assert rel_err(c.numpy(), ref[3]) <= 1e-4
@@ -426,10 +426,17 @@ def test_constant_node_weights_become_parameters():
     np.testing.assert_allclose(m.W.grad.numpy(), 2 * x.sum(0)[:, None].repeat(3, 1), rtol=1e-5)
 
 
+def _split_run(m, x, grad=False):
+    """npad.onnx.fast.run_split called directly (forward uses it only after npad.tune_cpu())."""
+    from npad.onnx import fast
+    with npad.enable_grad() if grad else npad.no_grad():
+        return fast.run_split(m, m._feeds([npad.tensor(x)]), tuple(m.output_names))
+
+
 def test_batch_split_over_threads_matches_one_thread():
-    """A frozen, unrecorded forward runs one batch slice per thread (npad.backend.parallel_over) once the
-    slice shape has run: same numbers as one thread and onnxruntime; a fixed batch size or an output
-    that is not batch-major keeps the whole-batch run."""
+    """The batch split runs one slice per thread (npad.backend.parallel_over) once the slice shape has
+    run: same numbers as the whole batch and onnxruntime; a fixed batch size, an output that is not
+    batch-major or a single thread keep the whole-batch run (None)."""
     from npad import backend
     model, _ = efficientnet_like()
     x = np.random.default_rng(2).standard_normal((5, 3, 32, 32)).astype(np.float32)
@@ -439,31 +446,163 @@ def test_batch_split_over_threads_matches_one_thread():
         backend.set_num_threads(1)
         m = OnnxModule(model, frozen=True)
         with npad.no_grad():
-            one = [a.numpy() for a in m(npad.tensor(x))]
-        assert m._split == {}
+            one = [a.numpy() for a in m.run(x)]
+        assert _split_run(m, x) is None and m._split == {}
         backend.set_num_threads(2)
         for _ in range(3):                                          # sequential slices, then threads
-            with npad.no_grad():
-                out = m(npad.tensor(x))
+            out = _split_run(m, x)
             for a, b, r in zip(out, one, ref):
                 assert rel_err(a.numpy(), b) <= 1e-5
                 assert rel_err(a.numpy(), r) <= 1e-4
         assert sorted(m._split.values()) == [True, True]              # slices of 2 and 3 images
+        assert _split_run(OnnxModule(model, frozen=False), x, grad=True) is None   # a graph to record
 
         g = G(5)                                                      # a batch-wide mean: not batch-major
         y = g.op("ReduceMean", [g.conv("input", 3, 4, 3)], axes=[0, 2, 3], keepdims=0)
-        whole = g.model([y])
-        m2 = OnnxModule(whole, frozen=True)
-        for _ in range(2):
-            with npad.no_grad():
-                assert rel_err(m2(npad.tensor(x)).numpy(), ort_outputs(whole, x)[0]) <= 1e-5
+        m2 = OnnxModule(g.model([y]), frozen=True)
+        assert _split_run(m2, x) is None and _split_run(m2, x) is None
         assert set(m2._split.values()) == {False}
 
         fixed = G(6)
-        fm = fixed.model([fixed.conv("input", 3, 4, 3)], dims=[5, 3, 32, 32])   # batch fixed at 5
-        m3 = OnnxModule(fm, frozen=True)
-        with npad.no_grad():
-            assert rel_err(m3(npad.tensor(x)).numpy(), ort_outputs(fm, x)[0]) <= 1e-5
-        assert m3._split == {}
+        m3 = OnnxModule(fixed.model([fixed.conv("input", 3, 4, 3)], dims=[5, 3, 32, 32]), frozen=True)
+        assert _split_run(m3, x) is None and m3._split == {}          # batch fixed at 5
     finally:
         backend.set_num_threads(before)
+
+
+@pytest.mark.parametrize("tuned", [False, True])
+def test_forward_splits_the_batch_only_when_the_cpu_is_tuned(monkeypatch, tuned):
+    from npad import backend
+    model, _ = efficientnet_like()
+    x = np.random.default_rng(2).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    monkeypatch.setattr(backend, "cpu_tuned", lambda: tuned)
+    before = backend.get_num_threads()
+    try:
+        backend.set_num_threads(2)
+        m = OnnxModule(model, frozen=True)
+        with npad.no_grad():
+            out = m(npad.tensor(x))
+        assert bool(m._split) == tuned
+        assert rel_err(out[0].numpy(), ort_outputs(model, x)[0]) <= 1e-4
+    finally:
+        backend.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------
+# run(): named outputs, overrides; value hooks
+# ---------------------------------------------------------------------------
+def skip_graph():
+    """input -> conv c -> relu r -> conv d -> add(d, r) -> relu out: a skip connection around d."""
+    g = G(7)
+    c = g.conv("input", 3, 4, 3, bias=True)
+    r = g.op("Relu", [c], out="r")
+    d = g.op("Add", [g.conv(r, 4, 4, 3, bias=True), g.const(np.float32(0))], out="d")
+    out = g.op("Relu", [g.op("Add", [d, r])], out="out")
+    return g.model([out]), c
+
+
+def test_run_returns_named_values_in_order():
+    model, taps = resnet_like()
+    ref = ort_outputs(model, X32)
+    m = OnnxModule(model)
+    with npad.no_grad():
+        b, a = m.run(X32, [taps[1], taps[0]])
+        (c,) = m.run({"input": npad.tensor(X32)}, taps[0])
+        full = m.run([X32])
+    assert rel_err(a.numpy(), ref[1]) <= 1e-4 and rel_err(b.numpy(), ref[2]) <= 1e-4
+    np.testing.assert_array_equal(c.numpy(), a.numpy())
+    assert len(full) == 3 and rel_err(full[0].numpy(), ref[0]) <= 1e-4
+
+
+def test_run_overrides_change_downstream_values_and_take_gradients():
+    model, _ = skip_graph()
+    m = OnnxModule(model, frozen=False)
+    x = np.random.default_rng(8).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    with npad.no_grad():
+        r, d = m.run(x, ["r", "d"])
+    z = npad.tensor(np.random.default_rng(9).standard_normal(d.shape).astype(np.float32), requires_grad=True)
+    (out,) = m.run(x, ["out"], overrides={"d": z})
+    want = np.maximum(z.numpy() + r.numpy(), 0)                       # the skip path still runs from x
+    np.testing.assert_allclose(out.numpy(), want, rtol=1e-6)
+    out.sum().backward()
+    np.testing.assert_array_equal(z.grad.numpy(), (want > 0).astype(np.float32))
+    (same,) = m.run(x, ["out"], overrides={"d": d})
+    np.testing.assert_allclose(same.numpy(), m.run(x, ["out"])[0].numpy(), rtol=1e-6)
+    (twice,) = m.run(x, ["out"], overrides={"d": lambda v: v * 2})  # a callable sees the computed value
+    np.testing.assert_allclose(twice.numpy(), np.maximum(2 * d.numpy() + r.numpy(), 0), rtol=1e-6)
+
+
+def test_run_unknown_names_are_one_line_errors():
+    model, _ = skip_graph()
+    m = OnnxModule(model)
+    for kw in (dict(outputs=["nope"]), dict(outputs="nope"), dict(overrides={"nope": npad.zeros(1)})):
+        with pytest.raises(KeyError, match="nope") as e:
+            m.run(np.zeros((1, 3, 8, 8), np.float32), **kw)
+        assert "\n" not in str(e.value)
+    with pytest.raises(KeyError, match="folded"):
+        OnnxModule(resnet_like()[0]).run(X32, [resnet_like()[0].graph.node[0].output[0]])
+
+
+def test_value_hook_replaces_a_value_in_forward_until_removed():
+    model, _ = skip_graph()
+    m = OnnxModule(model)
+    x = np.random.default_rng(8).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    seen = []
+    handle = m.register_value_hook("d", lambda v: (seen.append(v.shape), v * 2)[1])
+    with npad.no_grad():
+        hooked = m(x).numpy()
+        want = m.run(x, overrides={"d": lambda v: v * 2})[0].numpy()
+    np.testing.assert_array_equal(hooked, want)
+    assert seen == [(2, 4, 8, 8)]
+    handle.remove()
+    with npad.no_grad():
+        assert not np.allclose(m(x).numpy(), hooked)
+        with_input_hook = m.register_value_hook("input", lambda v: v * 2)          # graph inputs too
+        np.testing.assert_allclose(m(x).numpy(), m.run(2 * x)[0].numpy(), rtol=1e-6)
+        with_input_hook.remove()
+    with pytest.raises(KeyError, match="nope"):
+        m.register_value_hook("nope", print)
+    assert m.value_names()[0] == "input" and {"r", "d", "out"} <= set(m.value_names())
+
+
+# ---------------------------------------------------------------------------
+# hostile files
+# ---------------------------------------------------------------------------
+def _matmul_model(w, as_constant=False):
+    nodes = [helper.make_node("MatMul", ["input", "W"], ["out"])]
+    inits = [numpy_helper.from_array(w, "W")]
+    if as_constant:
+        nodes.insert(0, helper.make_node("Constant", [], ["W"], value=inits.pop(), name="w_const"))
+    g = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [2, 4])],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 3])], initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("as_constant", [False, True])
+def test_nan_or_inf_weights_are_refused(tmp_path, bad, as_constant):
+    w = np.ones((4, 3), np.float32)
+    w[1, 2] = bad
+    path = tmp_path / "bad.onnx"
+    onnx.save(_matmul_model(w, as_constant), str(path))
+    with pytest.raises(OnnxLoadError, match=r"bad\.onnx.*(W|w_const).*NaN or inf"):
+        OnnxModule(str(path))
+
+
+def test_external_data_outside_the_model_folder_is_refused(tmp_path):
+    sub = tmp_path / "models"
+    sub.mkdir()
+    onnx.save(_matmul_model(np.ones((4, 3), np.float32)), str(sub / "net.onnx"), save_as_external_data=True,
+              location="w.data", size_threshold=0)
+    (sub / "w.data").rename(tmp_path / "w.data")
+    for loc in ("../w.data", str(tmp_path / "w.data")):
+        m = onnx.load(str(sub / "net.onnx"), load_external_data=False)
+        for t in m.graph.initializer:
+            for e in t.external_data:
+                if e.key == "location":
+                    e.value = loc
+        onnx.save(m, str(sub / "evil.onnx"))
+        with pytest.raises(OnnxLoadError, match="evil.onnx.*outside the model's folder"):
+            OnnxModule(str(sub / "evil.onnx"))

@@ -116,3 +116,9 @@ def test_clip_grad_norm():
 def test_empty_params_error():
     with pytest.raises(ValueError, match="empty parameter list"):
         optim.Adam([])
+
+
+def test_schedulers_live_in_lr_scheduler_as_in_torch():
+    from npad.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, StepLR
+    assert (optim.StepLR, optim.CosineAnnealingLR, optim.LambdaLR) == (StepLR, CosineAnnealingLR, LambdaLR)
+    assert optim.lr_scheduler.LRScheduler is optim.LRScheduler

@@ -26,6 +26,7 @@ import zlib
 import numpy as np
 import pytest
 
+from npad import torchfile
 from npad.torchfile import LEGACY_MAGIC, TorchFileError, load_torch_checkpoint, load_torch_file
 
 TINY_LEGACY = """
@@ -244,3 +245,153 @@ def test_lite0_checkpoint(lite0_sd):
         assert a.sum() == pytest.approx(s, rel=1e-9, abs=1e-9), k
         assert (a * a).sum() == pytest.approx(ss, rel=1e-9), k
     assert all(v.dtype == np.float32 for k, v in sd.items() if not k.endswith("tracked"))
+
+
+# --- hostile files written here: a pickler that names torch's globals without importing torch ------------------
+
+class _G:
+    """A global ``module.name`` as the pickle names it (torch need not exist here)."""
+
+    def __init__(self, module, name):
+        self.module, self.name = module, name
+
+    def __call__(self):  # pickle wants reduce functions callable
+        raise NotImplementedError
+
+
+class _Pid:
+    def __init__(self, pid):
+        self.pid = pid
+
+
+class _Ref:
+    """A tensor as torch.save writes it: _rebuild_tensor_v2(storage, offset, size, stride, ...)."""
+
+    def __init__(self, key, numel, offset, size, stride, dtype="FloatStorage"):
+        self.storage = _Pid(("storage", _G("torch", dtype), key, "cpu", numel))
+        self.args = (offset, tuple(size), tuple(stride))
+
+    def __reduce__(self):
+        return (_G("torch._utils", "_rebuild_tensor_v2"),
+                (self.storage, *self.args, False, collections.OrderedDict()))
+
+
+class _Pickler(pickle._Pickler):
+    def persistent_id(self, obj):
+        return obj.pid if isinstance(obj, _Pid) else None
+
+    def save(self, obj, save_persistent_id=True):
+        if isinstance(obj, _G):
+            self.write(pickle.GLOBAL + f"{obj.module}\n{obj.name}\n".encode())
+            return
+        super().save(obj, save_persistent_id)
+
+
+def _zip_checkpoint(path, obj, storages):
+    """A torch >= 1.6 zip checkpoint: archive/data.pkl plus archive/data/<key> raw bytes."""
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=2).dump(obj)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", buf.getvalue())
+        for key, data in storages.items():
+            z.writestr(f"archive/data/{key}", data)
+    return path
+
+
+def test_crafted_zip_checkpoint_reads(tmp_path):
+    # the helper itself: a well-formed file reads back, a transposed view included
+    data = np.arange(6, dtype="<f4").tobytes()
+    sd = collections.OrderedDict(a=_Ref("0", 6, 0, (2, 3), (3, 1)), t=_Ref("0", 6, 0, (3, 2), (1, 3)))
+    out = load_torch_checkpoint(_zip_checkpoint(tmp_path / "ok.pt", sd, {"0": data}))
+    np.testing.assert_array_equal(out["a"], np.arange(6, dtype=np.float32).reshape(2, 3))
+    np.testing.assert_array_equal(out["t"], out["a"].T)
+
+
+@pytest.mark.parametrize("offset, size, stride, match", [
+    (0, (4,), (2,), "exceeds its storage"),                    # reads past the end
+    (5, (2,), (1,), "exceeds its storage"),                    # offset past the end
+    (-1, (2,), (1,), "negative"),
+    (0, (2, 3), (-1, 1), "negative"),
+    (0, (-3,), (1,), "negative"),
+    (0, (2,), (2 ** 62,), "exceeds its storage"),              # stride overflow
+    (0, (2, 3), (1,), "rank"),
+    (0, (10 ** 6, 10 ** 6), (0, 0), "would need"),             # stride 0: 4 TB from 24 bytes
+])
+def test_hostile_sizes_and_strides(tmp_path, offset, size, stride, match):
+    p = _zip_checkpoint(tmp_path / "bad.pt", {"w": _Ref("0", 6, offset, size, stride)},
+                        {"0": np.zeros(6, "<f4").tobytes()})
+    with pytest.raises(TorchFileError, match=f"bad.pt.*{match}"):
+        load_torch_checkpoint(p)
+
+
+def test_stride_zero_view_of_modest_size_is_read(tmp_path):
+    # torch.save keeps expanded views (stride 0): allowed while the result stays within the budget
+    p = _zip_checkpoint(tmp_path / "expand.pt", {"w": _Ref("0", 3, 0, (4, 3), (0, 1))},
+                        {"0": np.arange(3, dtype="<f4").tobytes()})
+    np.testing.assert_array_equal(load_torch_checkpoint(p)["w"], np.tile(np.arange(3, dtype=np.float32), (4, 1)))
+
+
+def test_dag_bomb_is_linear(tmp_path, monkeypatch):
+    # each level holds the one below twice: 2**60 paths without memoisation, a few hundred bytes of pickle
+    level = [_Ref("0", 1, 0, (), ())]
+    for _ in range(60):
+        level = [level, level]
+    p = _zip_checkpoint(tmp_path / "dag.pt", {"x": level}, {"0": np.ones(1, "<f4").tobytes()})
+    assert p.stat().st_size < 2000
+    obj = load_torch_file(p)
+    leaf = obj["x"]
+    for _ in range(60):
+        assert leaf[0] is leaf[1]  # shared as in the pickle
+        leaf = leaf[0]
+    assert float(leaf[0]) == 1.0
+    # the same DAG of dicts: flattening it is refused, not run for ever
+    monkeypatch.setattr(torchfile, "_MAX_KEYS", 10_000)
+    d = {"t": _Ref("0", 1, 0, (), ())}
+    for _ in range(40):
+        d = {"a": d, "b": d}
+    p2 = _zip_checkpoint(tmp_path / "dagdict.pt", {"outer": d, "n": 1}, {"0": np.ones(1, "<f4").tobytes()})
+    with pytest.raises(TorchFileError, match="dagdict.pt.*flattened"):
+        load_torch_checkpoint(p2)
+
+
+def test_deep_nesting_and_self_reference(tmp_path):
+    deep = [1]
+    for _ in range(200):
+        deep = [deep]
+    p = _zip_checkpoint(tmp_path / "deep.pt", {"x": deep}, {})
+    with pytest.raises(TorchFileError, match="deep.pt.*nested deeper"):
+        load_torch_file(p)
+    loop = []
+    loop.append(loop)
+    p2 = _zip_checkpoint(tmp_path / "loop.pt", {"x": loop}, {})
+    with pytest.raises(TorchFileError, match="loop.pt.*holding itself"):
+        load_torch_file(p2)
+
+
+def test_zip_bomb_storage_refused_before_inflating(tmp_path, monkeypatch):
+    monkeypatch.setattr(torchfile, "SLACK_BYTES", 0)  # so that 16 MiB make a bomb, quickly
+    p = tmp_path / "bomb.pt"
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=2).dump({"w": _Ref("0", 2 ** 22, 0, (2 ** 22,), (1,))})
+    with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("archive/data.pkl", buf.getvalue())
+        z.writestr("archive/data/0", bytes(2 ** 24))  # 16 MiB of zeros, 16 KB deflated
+    assert p.stat().st_size < 2 ** 16
+    with pytest.raises(TorchFileError, match="bomb.pt.*zip member archive/data/0 would need"):
+        load_torch_checkpoint(p)
+
+
+def test_legacy_storage_length_checked_before_reading(tmp_path):
+    # a legacy file whose storage declares 2**40 elements: refused before f.read allocates
+    buf = io.BytesIO()
+    for obj in (LEGACY_MAGIC, 1001, {"little_endian": True}):
+        pickle.dump(obj, buf, protocol=2)
+    ref = _Ref("0", 2 ** 40, 0, (2,), (1,))
+    ref.storage.pid += (None,)  # legacy ids end with the view metadata
+    _Pickler(buf, protocol=2).dump({"w": ref})
+    pickle.dump(["0"], buf, protocol=2)
+    buf.write((2 ** 40).to_bytes(8, "little"))
+    p = tmp_path / "huge_legacy.pt"
+    p.write_bytes(buf.getvalue())
+    with pytest.raises(TorchFileError, match="huge_legacy.pt.*storage '0' would need"):
+        load_torch_checkpoint(p)

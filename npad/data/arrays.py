@@ -3,15 +3,20 @@ import numpy as np
 
 
 class ArrayDataset:
-    """N x 3 x H x W float images in [0, 1] (and optional labels N, masks N x H x W) as a dataset
-    with the same samples as the file datasets; ``transform(image, mask, rng)`` as theirs."""
+    """N x 3 x H x W (or one-channel N x 1 x H x W) float images in [0, 1], with optional labels N
+    and masks N x H x W, as a dataset with the same samples as the file datasets;
+    ``transform(image, mask, rng)`` as theirs."""
 
     strict = False
 
     def __init__(self, images, labels=None, masks=None, transform=None, seed=0, name="array"):
         images = np.asarray(images.get() if hasattr(images, "get") else images, np.float32)
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"ArrayDataset: expected images N x 3 x H x W, got shape {images.shape}")
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"ArrayDataset: expected images N x 1 x H x W or N x 3 x H x W, got shape {images.shape}")
+        bad = ~np.isfinite(images)
+        if bad.any():
+            raise ValueError(f"ArrayDataset: images hold {int(bad.sum())} NaN or inf value(s), the first in image "
+                             f"{int(np.argwhere(bad)[0][0])}")
         n = len(images)
         self.images = images
         self._labels = np.zeros(n, np.int64) if labels is None else np.asarray(labels, np.int64).reshape(n)

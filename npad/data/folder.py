@@ -8,10 +8,25 @@ Samples are dicts of NumPy arrays::
      "has_mask": bool             # False when no ground truth exists for this image
      "path": str, "defect_type": str}
 
-Bad input: a file that PIL cannot open (checked cheaply at construction from
-its header) or cannot decode (truncated; found when loaded) is skipped with a
-warning naming the file, or raises :class:`UnreadableImageError` with
-``strict=True``.  :class:`~npad.data.loader.DataLoader` skips such samples.
+Reading rules (:func:`load_image`, :func:`load_mask`):
+
+* the EXIF orientation is applied, so images and masks are as a viewer shows them;
+* 8-bit images are divided by 255, 16-bit ones by 65535; float images (TIFF mode
+  ``F``) by the smallest of 1, 255 and 65535 that bounds their maximum, so float
+  images in [0, 1], [0, 255] and [0, 65535] all come out in [0, 1], never
+  clipped; values outside [0, 65535], NaN and inf are refused (``ValueError``
+  naming the file);
+* a mask pixel is anomalous when any colour channel is non-zero (label masks
+  {0, 1, 2} and coloured masks keep every class; fully transparent pixels count
+  as zero); JPEG masks, whose compression smears edges, above half their maximum.
+
+Bad input: a file that PIL cannot open or that is truncated is skipped at
+construction with a warning naming the file (sample, label and mask dropped
+together), or raises :class:`UnreadableImageError` with ``strict=True``.  The
+check is cheap: the header, plus the end marker of PNG and JPEG files; files
+without one (other formats, or a missing marker) are decoded once to decide.  A
+file that still fails when loaded (changed since, or corrupt inside) is skipped
+by :class:`~npad.data.loader.DataLoader` with a warning.
 """
 from __future__ import annotations
 
@@ -39,10 +54,11 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class UnreadableImageError(OSError):
-    """An image or mask file cannot be opened or decoded; ``.path`` names it."""
+    """An image or mask file cannot be opened or decoded; ``.path`` names it, ``.reason`` says why."""
 
     def __init__(self, path: str | os.PathLike, reason: str = ""):
         self.path = str(path)
+        self.reason = reason
         super().__init__(f"cannot read image {self.path}" + (f": {reason}" if reason else ""))
 
 
@@ -60,32 +76,52 @@ def list_images(folder: str | os.PathLike, recursive: bool = False) -> list[Path
 
 
 def _open(path: Path):
-    from PIL import Image
+    """The decoded PIL image, turned as its EXIF orientation says; float pixels checked finite."""
+    from PIL import Image, ImageOps
 
+    im = None
     try:
         im = Image.open(path)
         im.load()  # decode now: truncated files fail here, not later
+        if im.getexif().get(0x0112, 1) != 1:  # Orientation tag: rotate/flip as viewers do
+            im = ImageOps.exif_transpose(im)
     except FileNotFoundError:
         raise
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, Image.DecompressionBombError...
+        if im is not None:
+            im.close()
         raise UnreadableImageError(path, f"{type(e).__name__}: {e}") from None
+    if im.mode == "F":
+        bad = ~np.isfinite(np.asarray(im))
+        if bad.any():
+            raise ValueError(f"image {path} has {int(bad.sum())} NaN or inf pixel value(s) of {bad.size}; "
+                             "npad needs finite pixels")
     return im
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to float32 ``(3, H, W)`` in [0, 1]; grey/palette/alpha/16-bit converted to RGB.
+def _unit_scale(a: np.ndarray, path: Path, float_range: bool) -> np.ndarray:
+    """Grey values of a 16-bit (``float_range=False``: x / 65535) or float image (x / the smallest of 1, 255,
+    65535 above its maximum) as float32 in [0, 1]; values outside [0, 65535] are refused, never clipped."""
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if lo < 0 or hi > 65535:
+        raise ValueError(f"image {path} has values in [{lo:g}, {hi:g}]; npad reads float images in [0, 1], "
+                         "[0, 255] or [0, 65535] and integer images of 8 or 16 bits")
+    scale = 65535.0 if not float_range or hi > 255 else 255.0 if hi > 1 else 1.0
+    return (a / np.float32(scale)).astype(np.float32)
 
-    x = value / (2^bits - 1).  Raises :class:`UnreadableImageError` naming the file when it cannot be decoded.
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to float32 ``(3, H, W)`` in [0, 1]; grey/palette/alpha/16-bit/float converted to RGB.
+
+    x = value / (2^bits - 1) for integer images; float images see the module notes.  Raises
+    :class:`UnreadableImageError` naming the file when it cannot be decoded, ``ValueError`` when its values
+    are not finite or out of range.
     """
     path = Path(path)
     im = _open(path)
-    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        a = np.asarray(im, dtype=np.float32) / 65535.0  # (H,W)
-        a = np.clip(a, 0.0, 1.0)
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        a = _unit_scale(np.asarray(im, dtype=np.float32), path, im.mode == "F")  # (H,W)
         return np.repeat(a[None], 3, axis=0)  # (3,H,W)
-    if im.mode == "F":
-        a = np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0)
-        return np.repeat(a[None], 3, axis=0)
     if im.mode != "RGB":
         im = im.convert("RGB")
     a = np.asarray(im, dtype=np.uint8)  # (H,W,3)
@@ -93,17 +129,24 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def load_mask(path: str | os.PathLike) -> np.ndarray:
-    """Decode a ground-truth mask to float32 ``(1, H, W)`` in {0, 1}: m = [v > max(v) / 2] (works for 0/1 and 0/255 masks)."""
+    """Decode a ground-truth mask to float32 ``(1, H, W)`` in {0, 1}: m = [any colour channel > 0].
+
+    Label masks ({0, 1, 2, ...}), 0/255 masks and coloured masks (one colour per class) keep every class;
+    fully transparent pixels count as 0.  JPEG masks (lossy: compression smears the edges) use
+    m = [v > max(v) / 2].
+    """
     path = Path(path)
     im = _open(path)
-    if im.mode in ("RGB", "RGBA", "P", "LA", "CMYK", "YCbCr", "1"):
-        im = im.convert("L")
-    a = np.asarray(im, dtype=np.float32)  # (H,W)
+    if im.mode not in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F", "RGB", "RGBA"):
+        im = im.convert("RGBA")  # palette (with its transparency), CMYK, YCbCr, ...
+    a = np.asarray(im)  # (H,W) or (H,W,C)
     if a.ndim == 3:
-        a = a.max(axis=2)
-    top = float(a.max()) if a.size else 0.0
-    m = (a > top / 2.0) if top > 0 else np.zeros(a.shape, bool)
-    return m[None].astype(np.float32)  # (1,H,W)
+        alpha = a[..., -1] if im.mode in ("LA", "RGBA") else None
+        a = (a if alpha is None else a[..., :-1]).max(axis=2)  # (H,W)
+        if alpha is not None:
+            a = np.where(alpha > 0, a, 0)
+    cut = float(a.max()) / 2.0 if im.format == "JPEG" and a.size else 0.0
+    return (a > cut)[None].astype(np.float32)  # (1,H,W)
 
 
 def find_mask(mask_dir: Path, stem: str, suffixes: Sequence[str] = ("_mask", "")) -> Path | None:
@@ -117,16 +160,36 @@ def find_mask(mask_dir: Path, stem: str, suffixes: Sequence[str] = ("_mask", "")
     return None
 
 
-def _header_ok(path: Path) -> str | None:
-    """Cheap check (header only): None if PIL recognises the file, else the reason."""
+# end marker of a complete file: PNG's IEND chunk (with its CRC), JPEG's EOI
+_END_MARKERS = {"PNG": b"IEND\xaeB`\x82", "JPEG": b"\xff\xd9", "MPO": b"\xff\xd9"}
+
+
+def _ends_complete(path: Path, marker: bytes) -> bool:
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 64))
+        return f.read().rstrip(b"\0").endswith(marker)  # some cameras pad JPEGs with zeros
+
+
+def _check_file(path: Path, how: str) -> str | None:
+    """None if ``path`` can be read, else the reason.  "header": the header, plus the end marker of PNG and
+    JPEG files (others, or a missing marker, are decoded once to decide); "full": decoded."""
     from PIL import Image
 
+    if how == "header":
+        try:
+            with Image.open(path) as im:
+                marker = _END_MARKERS.get(im.format)
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # not an image PIL knows
+            return f"{type(e).__name__}: {e}"
+        if marker is not None and _ends_complete(path, marker):
+            return None
     try:
-        with Image.open(path) as im:
-            im.size  # noqa: B018 - header parsed
-        return None
-    except Exception as e:
-        return f"{type(e).__name__}: {e}"
+        _open(path)  # a float image with NaN raises ValueError: refused, not skipped
+    except UnreadableImageError as e:
+        return e.reason
+    return None
 
 
 class ImageDataset:
@@ -161,13 +224,7 @@ class ImageDataset:
             files = [s["path"]] + ([s["mask_path"]] if s.get("mask_path") else [])
             reason = None
             for f in files:
-                if how == "header":
-                    reason = _header_ok(Path(f))
-                else:
-                    try:
-                        _open(Path(f))
-                    except UnreadableImageError as e:
-                        reason = str(e)
+                reason = _check_file(Path(f), how)
                 if reason:
                     self._bad(str(f), reason)
                     break

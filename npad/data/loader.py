@@ -1,6 +1,9 @@
 """A DataLoader-like batching iterator over npad datasets, with background prefetch.
 
-``for batch in DataLoader(ds, batch_size=8, shuffle=True, seed=0): ...`` yields dicts::
+Samples that are tuples (``TensorDataset``, a PyTorch-style ``Dataset``) batch as
+torch's ``default_collate`` does: ``for x, y in DataLoader(ds, batch_size=64)`` gives
+tensors. npad's image datasets return dicts, and ``for batch in DataLoader(ds,
+batch_size=8, shuffle=True, seed=0): ...`` yields dicts of NumPy arrays::
 
     image       float32 (B, 3, H, W)
     mask        float32 (B, 1, H, W)       (labelled datasets)
@@ -31,18 +34,47 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..backend import get_array_module
+from ..tensor import Tensor
 from .folder import DataWarning, UnreadableImageError
 
 __all__ = ["DataLoader", "collate"]
 
 
-def collate(items: Sequence[dict]) -> dict:
-    """Stack a list of sample dicts: arrays -> (B, ...) arrays, ints -> int64 (B,), bools -> bool (B,), others -> lists.
+def _stack_field(vals: list, k: int) -> Any:
+    """Field k of tuple samples as one batch (torch's default_collate): tensors and arrays stacked into a
+    tensor (B, ...), bools / ints / floats into a bool / int64 / float64 tensor (B,), others a list."""
+    v0 = vals[0]
+    if isinstance(v0, (Tensor, np.ndarray)):
+        arrays = [v.data if isinstance(v, Tensor) else v for v in vals]
+        if len({a.shape for a in arrays}) > 1:
+            j = next(i for i, a in enumerate(arrays) if a.shape != arrays[0].shape)
+            raise ValueError(f"collate: field {k} of the samples differs in shape within a batch: sample 0 has "
+                             f"{arrays[0].shape}, sample {j} has {arrays[j].shape}")
+        return Tensor._make(get_array_module(arrays[0]).stack(arrays), False, None, 0)  # B x ...
+    for kind, dtype in ((bool, np.bool_), (int, np.int64), (float, np.float64)):
+        if isinstance(v0, kind):
+            return Tensor._make(np.array(vals, dtype=dtype), False, None, 0)        # B
+    if isinstance(v0, np.generic):
+        return Tensor._make(np.array(vals), False, None, 0)
+    return list(vals)
+
+
+def collate(items: Sequence[Any]) -> Any:
+    """Stack a list of samples. Sample dicts: arrays -> (B, ...) arrays, ints -> int64 (B,), bools -> bool (B,),
+    others -> lists. Tuple (or list) samples: a list with each field batched as torch's default_collate.
 
     Raises ValueError naming two paths when array shapes differ (add a Resize transform).
     """
     if not items:
         raise ValueError("collate: empty batch")
+    if isinstance(items[0], (tuple, list)):
+        n = len(items[0])
+        if any(len(it) != n for it in items):
+            raise ValueError(f"collate: samples have different lengths {sorted({len(it) for it in items})}")
+        return [_stack_field([it[k] for it in items], k) for k in range(n)]
+    if not isinstance(items[0], dict):
+        return _stack_field(list(items), 0)
     out: dict[str, Any] = {}
     for key in items[0]:
         vals = [it[key] for it in items]

@@ -37,6 +37,7 @@ __all__ = [
     "RandomRotation",
     "RandomHorizontalFlip",
     "RandomVerticalFlip",
+    "RandomShift",
     "Normalize",
     "standard_transform",
     "train_transform",
@@ -299,6 +300,29 @@ class RandomVerticalFlip(Transform):
             image = image[:, ::-1, :]
             mask = None if mask is None else mask[:, ::-1, :]
         return image, mask
+
+
+class RandomShift(Transform):
+    """Translate image and mask by up to ``fraction`` of the shorter side in each direction, an
+    integer offset ~ U{-m..m} per axis; the image is edge-padded, the mask zero-padded."""
+
+    def __init__(self, fraction: float = 0.05, seed: int | None = 0):
+        super().__init__(seed)
+        self.fraction = fraction
+
+    def __call__(self, image, mask=None, rng=None):
+        _check(image, mask, "RandomShift")
+        rng = self._gen(rng)
+        H, W = image.shape[1:]
+        m = int(round(self.fraction * min(H, W)))
+        if m <= 0:
+            return image, mask
+        dy, dx = (int(v) for v in rng.integers(-m, m + 1, size=2))
+
+        def shift(a, mode):
+            p = np.pad(a, ((0, 0), (m, m), (m, m)), mode=mode)
+            return p[:, m - dy:m - dy + H, m - dx:m - dx + W]
+        return shift(image, "edge"), None if mask is None else shift(mask, "constant")
 
 
 class Normalize(Transform):

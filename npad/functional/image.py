@@ -10,23 +10,37 @@ import math
 import numpy
 
 from ..backend import get_array_module
-from ..tensor import Function
-from .conv import _pair
+from ..tensor import Function, is_grad_enabled
+from .conv import _conv_padding, _pair
 from .shape import scatter_add
 
 __all__ = ["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "global_avg_pool2d", "interpolate",
-           "upsample", "batch_norm", "group_norm", "instance_norm"]
+           "upsample", "resample", "batch_norm", "group_norm", "instance_norm"]
 
 
-def _pool_size(n, k, s, p, d, ceil_mode):
-    """PyTorch's pooling output length (a ceil_mode window must start inside the input or left padding)."""
-    span = n + 2 * p - d * (k - 1) - 1
+def _pool_size(n, k, s, pb, pe, d, ceil_mode):
+    """PyTorch's pooling output length for pads pb before and pe after (a ceil_mode window must start
+    inside the input or the padding before it)."""
+    span = n + pb + pe - d * (k - 1) - 1
     if span < 0:
-        raise ValueError(f"pooling: input size {n} (padding {p}) is smaller than the window {d * (k - 1) + 1}")
+        raise ValueError(f"pooling: input size {n} (padding {pb}, {pe}) is smaller than the window {d * (k - 1) + 1}")
     out = (-(-span // s) if ceil_mode else span // s) + 1
-    if ceil_mode and (out - 1) * s >= n + p:
+    if ceil_mode and (out - 1) * s >= n + pb:
         out -= 1
     return out
+
+
+def _pool_geometry(x, kernel, stride, padding, dilation, ceil_mode, name):
+    """(pads (top, bottom, left, right), output size) of a pooling. ``padding``: an int or (ph, pw),
+    at most half the kernel (PyTorch's rule), or any form conv2d takes (explicit per side, "same", "valid")."""
+    if not isinstance(padding, (str, tuple, list)) or (len(padding) == 2 and not isinstance(padding[0], (tuple, list))):
+        p = _pair(padding, "padding")
+        if p[0] > kernel[0] // 2 or p[1] > kernel[1] // 2:
+            raise ValueError(f"{name}: padding {p} must be at most half the kernel {kernel}")
+    pads = _conv_padding(padding, x.shape[2:], kernel, stride, dilation)
+    out = tuple(_pool_size(n, k, s, pb, pe, d, ceil_mode) for n, k, s, pb, pe, d
+                in zip(x.shape[2:], kernel, stride, pads[0::2], pads[1::2], dilation))
+    return pads, out
 
 
 def _window_slices(p, q, dil, stride, out):
@@ -36,40 +50,55 @@ def _window_slices(p, q, dil, stride, out):
             slice(q * dw, q * dw + sw * (wo - 1) + 1, sw))
 
 
-def _padded(x, ph, pw, ho, wo, k, s, d, fill):
-    """x padded by (ph, pw) on the top/left and enough on the bottom/right for ho x wo windows."""
+def _padded(x, pads, out, k, s, d, fill):
+    """x padded with ``fill`` by pads = (top, bottom, left, right), the bottom/right grown to hold
+    out = (ho, wo) windows; in x's memory order (conv2d's channels-last outputs stay channels-last)."""
     xp = get_array_module(x)
     B, C, H, W = x.shape
-    hp = max(H + 2 * ph, (ho - 1) * s[0] + d[0] * (k[0] - 1) + 1)
-    wp = max(W + 2 * pw, (wo - 1) * s[1] + d[1] * (k[1] - 1) + 1)
+    t, b, l, r = pads
+    hp = max(H + t + b, (out[0] - 1) * s[0] + d[0] * (k[0] - 1) + 1)
+    wp = max(W + l + r, (out[1] - 1) * s[1] + d[1] * (k[1] - 1) + 1)
     if (hp, wp) == (H, W):
         return x
-    out = xp.full((B, C, hp, wp), fill, x.dtype)
-    out[:, :, ph:ph + H, pw:pw + W] = x
-    return out
+    if x.transpose(0, 2, 3, 1).flags.c_contiguous:
+        xpd = xp.empty((B, hp, wp, C), x.dtype).transpose(0, 3, 1, 2)
+    else:
+        xpd = xp.empty((B, C, hp, wp), x.dtype)
+    xpd[:, :, :t] = fill
+    xpd[:, :, t + H:] = fill
+    xpd[:, :, t:t + H, :l] = fill
+    xpd[:, :, t:t + H, l + W:] = fill
+    xpd[:, :, t:t + H, l:l + W] = x
+    return xpd
+
+
+def _lowest(dtype):
+    """The fill that never wins a maximum: -inf, or the smallest integer."""
+    return -numpy.inf if dtype.kind == "f" else numpy.iinfo(dtype).min
 
 
 class MaxPool2d(Function):
-    """y = max over the (dilated) window of x padded with -inf;  dx = g at the first arg-max of each window"""
-    def forward(self, x, kernel, stride, padding, dilation, ceil_mode):
+    """y = max over the (dilated) window of x padded with -inf;  dx = g at the first arg-max of each window
+    (the arg-max is kept only when a gradient will be asked for: ``argmax``)"""
+    def forward(self, x, kernel, stride, pads, out, dilation, argmax):
         xp = get_array_module(x)
-        B, C, H, W = x.shape
-        ho = _pool_size(H, kernel[0], stride[0], padding[0], dilation[0], ceil_mode)
-        wo = _pool_size(W, kernel[1], stride[1], padding[1], dilation[1], ceil_mode)
-        xpd = _padded(x, padding[0], padding[1], ho, wo, kernel, stride, dilation, -numpy.inf)
-        self.shape, self.pshape, self.padding = x.shape, xpd.shape, padding
-        self.args = (dilation, stride, (ho, wo))
+        xpd = _padded(x, pads, out, kernel, stride, dilation, _lowest(x.dtype))
+        self.shape, self.pshape, self.pads = x.shape, xpd.shape, pads
+        self.args = (dilation, stride, out)
         self.kernel = kernel
         y = None
-        self.arg = xp.zeros((B, C, ho, wo), numpy.uint8 if kernel[0] * kernel[1] < 256 else numpy.int32)
+        if argmax:
+            self.arg = xp.zeros(x.shape[:2] + out, numpy.uint8 if kernel[0] * kernel[1] < 256 else numpy.int32)
         for k in range(kernel[0] * kernel[1]):
             v = xpd[_window_slices(*divmod(k, kernel[1]), *self.args)]
             if y is None:
-                y = v.copy()
-                continue
-            better = v > y                    # strict: the first maximum wins, as PyTorch
-            xp.copyto(y, v, where=better)
-            xp.copyto(self.arg, k, where=better)
+                y = v.copy(order="K")
+            elif not argmax:
+                xp.maximum(y, v, out=y)
+            else:
+                better = v > y                    # strict: the first maximum wins, as PyTorch
+                xp.copyto(y, v, where=better)
+                xp.copyto(self.arg, k, where=better)
         return y
 
     def backward(self, g):
@@ -78,15 +107,15 @@ class MaxPool2d(Function):
         for k in range(self.kernel[0] * self.kernel[1]):
             gx[_window_slices(*divmod(k, self.kernel[1]), *self.args)] += g * (self.arg == k)
         B, C, H, W = self.shape
-        ph, pw = self.padding
-        return gx[:, :, ph:ph + H, pw:pw + W]
+        t, _, l, _ = self.pads
+        return gx[:, :, t:t + H, l:l + W]
 
 
-def _avg_divisor(n, k, s, p, out, count_include_pad):
+def _avg_divisor(n, k, s, pb, pe, out, count_include_pad):
     """Per-output window sizes along one axis (PyTorch's rule: clipped to the padded input, then
     to the input itself when padding is not counted)."""
-    start = numpy.arange(out) * s - p
-    end = numpy.minimum(start + k, n + p)
+    start = numpy.arange(out) * s - pb
+    end = numpy.minimum(start + k, n + pe)
     size = end - start
     if not count_include_pad:
         size = numpy.minimum(end, n) - numpy.maximum(start, 0)
@@ -95,19 +124,18 @@ def _avg_divisor(n, k, s, p, out, count_include_pad):
 
 class AvgPool2d(Function):
     """y = sum over the window of x padded with zeros / divisor;  dx = g / divisor added back over each window"""
-    def forward(self, x, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override):
+    def forward(self, x, kernel, stride, pads, out, count_include_pad, divisor_override):
         xp = get_array_module(x)
         B, C, H, W = x.shape
-        ho = _pool_size(H, kernel[0], stride[0], padding[0], 1, ceil_mode)
-        wo = _pool_size(W, kernel[1], stride[1], padding[1], 1, ceil_mode)
-        xpd = _padded(x, padding[0], padding[1], ho, wo, kernel, stride, (1, 1), 0)
-        self.shape, self.pshape, self.padding, self.kernel = x.shape, xpd.shape, padding, kernel
+        (ho, wo), (t, b, l, r) = out, pads
+        xpd = _padded(x, pads, out, kernel, stride, (1, 1), 0)
+        self.shape, self.pshape, self.pads, self.kernel = x.shape, xpd.shape, pads, kernel
         self.args = ((1, 1), stride, (ho, wo))
         if divisor_override:
             div = numpy.full((ho, wo), float(divisor_override))
         else:
-            dh = _avg_divisor(H, kernel[0], stride[0], padding[0], ho, count_include_pad)
-            dw = _avg_divisor(W, kernel[1], stride[1], padding[1], wo, count_include_pad)
+            dh = _avg_divisor(H, kernel[0], stride[0], t, b, ho, count_include_pad)
+            dw = _avg_divisor(W, kernel[1], stride[1], l, r, wo, count_include_pad)
             div = numpy.outer(dh, dw).astype(numpy.float64)
         self.inv = xp.asarray(1.0 / div, dtype=x.dtype)
         y = xp.zeros((B, C, ho, wo), x.dtype)
@@ -123,29 +151,30 @@ class AvgPool2d(Function):
         for k in range(self.kernel[0] * self.kernel[1]):
             gx[_window_slices(*divmod(k, self.kernel[1]), *self.args)] += gd
         B, C, H, W = self.shape
-        ph, pw = self.padding
-        return gx[:, :, ph:ph + H, pw:pw + W]
+        t, _, l, _ = self.pads
+        return gx[:, :, t:t + H, l:l + W]
 
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    """y[b,c,i,j] = max_{p,q} x_pad[b, c, i s + p d, j s + q d] (padding counts as -inf)"""
+    """y[b,c,i,j] = max_{p,q} x_pad[b, c, i s + p d, j s + q d] (padding counts as -inf). ``padding``: an int or
+    (ph, pw) as PyTorch, or (npad, as conv2d) ((top, bottom), (left, right)), (left, right, top, bottom),
+    'same' or 'valid'"""
     k = _pair(kernel_size, "kernel_size")
     s = k if stride is None or stride == [] else _pair(stride, "stride")
-    p, d = _pair(padding, "padding"), _pair(dilation, "dilation")
-    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
-        raise ValueError(f"max_pool2d: padding {p} must be at most half the kernel {k}")
-    return MaxPool2d.apply(input, kernel=k, stride=s, padding=p, dilation=d, ceil_mode=bool(ceil_mode))
+    d = _pair(dilation, "dilation")
+    pads, out = _pool_geometry(input, k, s, padding, d, ceil_mode, "max_pool2d")
+    return MaxPool2d.apply(input, kernel=k, stride=s, pads=pads, out=out, dilation=d,
+                           argmax=is_grad_enabled() and input.requires_grad)
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                divisor_override=None):
-    """y[b,c,i,j] = sum_{p,q} x_pad[b, c, i s + p, j s + q] / (window size, padding counted or not)"""
+    """y[b,c,i,j] = sum_{p,q} x_pad[b, c, i s + p, j s + q] / (window size, padding counted or not);
+    ``padding`` as max_pool2d"""
     k = _pair(kernel_size, "kernel_size")
     s = k if stride is None or stride == [] else _pair(stride, "stride")
-    p = _pair(padding, "padding")
-    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
-        raise ValueError(f"avg_pool2d: padding {p} must be at most half the kernel {k}")
-    return AvgPool2d.apply(input, kernel=k, stride=s, padding=p, ceil_mode=bool(ceil_mode),
+    pads, out = _pool_geometry(input, k, s, padding, (1, 1), ceil_mode, "avg_pool2d")
+    return AvgPool2d.apply(input, kernel=k, stride=s, pads=pads, out=out,
                            count_include_pad=bool(count_include_pad), divisor_override=divisor_override)
 
 
@@ -209,33 +238,40 @@ def _source_index(n_in, n_out, mode, align_corners, scale):
 
 
 class Resample(Function):
-    """y = (1 - lam) x[i0] + lam x[i1] along ``axis`` (nearest: y = x[i0]);  dx = g scatter-added back"""
-    def forward(self, x, axis, i0, i1, lam):
+    """y = x[i_0] + sum_{k>0} w_k (x[i_k] - x[i_0]) along ``axis``, which is sum_k w_k x[i_k] as the
+    weights sum to 1 (2 taps: the lerp a + lam (b - a)); nearest: y = x[i_0];
+    dx = g w_k scatter-added to i_k, and g (1 - sum_{k>0} w_k) to i_0"""
+    def forward(self, x, axis, index, weight):
         xp = get_array_module(x)
         self.axis, self.n = axis, x.shape[axis]
         shape = [1] * x.ndim
         shape[axis] = -1
-        self.i0 = xp.asarray(i0)
-        if lam is None:
-            self.i1 = None
-            return x.take(self.i0, axis=axis)
-        self.i1 = xp.asarray(i1)
-        self.lam = xp.asarray(lam.reshape(shape), dtype=x.dtype)
-        a = x.take(self.i0, axis=axis)
-        return a + self.lam * (x.take(self.i1, axis=axis) - a)
+        self.index = [xp.asarray(i) for i in numpy.asarray(index).reshape(len(index), -1).T]   # K x out
+        a = x.take(self.index[0], axis=axis)
+        self.w = [] if weight is None else [xp.asarray(w.reshape(shape), dtype=x.dtype) for w in weight.T[1:]]
+        y = a
+        for i, w in zip(self.index[1:], self.w):
+            y = y + w * (x.take(i, axis=axis) - a)
+        return y
 
     def backward(self, g):
         xp = get_array_module(g)
         gt = xp.moveaxis(g, self.axis, 0)
         out = xp.zeros((self.n,) + gt.shape[1:], g.dtype)
-        if self.i1 is None:
-            scatter_add(xp, out, self.i0, gt)
-        else:
-            lam = xp.moveaxis(self.lam, self.axis, 0)
-            gb = gt * lam
-            scatter_add(xp, out, self.i0, gt - gb)
-            scatter_add(xp, out, self.i1, gb)
+        gk = [gt * xp.moveaxis(w, self.axis, 0) for w in self.w]
+        g0 = gt
+        for gb in gk:
+            g0 = g0 - gb
+        for i, gi in zip(self.index, [g0] + gk):
+            scatter_add(xp, out, i, gi)
         return xp.moveaxis(out, 0, self.axis)
+
+
+def resample(input, dim, index, weight=None):
+    """y[.., i, ..] = sum_k weight[i, k] input[.., index[i, k], ..] along ``dim``: one axis of a resize.
+    index, weight: out x K NumPy arrays, each row of weight summing to 1 (K = 2: linear, 4: cubic);
+    weight None: y[.., i, ..] = input[.., index[i], ..] (nearest)"""
+    return Resample.apply(input, axis=dim % input.ndim, index=index, weight=weight)
 
 
 def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corners=None):
@@ -262,7 +298,10 @@ def interpolate(input, size=None, scale_factor=None, mode="nearest", align_corne
         if ni == no and (mode != "bilinear" or align_corners or sc == 1.0):
             continue
         i0, i1, lam = _source_index(ni, no, mode, bool(align_corners), sc)
-        out = Resample.apply(out, axis=ax, i0=i0, i1=i1, lam=lam)
+        if lam is None:
+            out = resample(out, ax, i0)
+        else:
+            out = resample(out, ax, numpy.stack([i0, i1], 1), numpy.stack([1 - lam, lam], 1))
     return out
 
 

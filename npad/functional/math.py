@@ -4,15 +4,17 @@ Each Function keeps its forward and its local derivative side by side; the
 engine sums gradients over broadcast axes (``npad.tensor.sum_to``).
 """
 import math as _math
+from collections import namedtuple
 
 import numpy
 
 from ..backend import device_xp, get_array_module, to_cpu
 from ..tensor import Function, Tensor, as_tensor
+from .shape import gather, squeeze
 
-__all__ = ["add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "abs", "clamp",
+__all__ = ["add", "sub", "mul", "div", "neg", "pow", "exp", "log", "sqrt", "abs", "clamp", "clone",
            "maximum", "minimum", "where", "matmul", "sum", "mean", "max", "min", "amax", "amin",
-           "var", "std", "logsumexp", "astype", "to_device", "square"]
+           "argmax", "argmin", "var", "std", "logsumexp", "astype", "to_device", "square"]
 
 
 def _pair(a, b, name):
@@ -147,18 +149,28 @@ class Abs(Function):
 
 
 class Clamp(Function):
-    """y = min(max(x, lo), hi);  dx = g where lo <= x <= hi, else 0"""
-    def forward(self, x, lo, hi):
+    """y = min(max(x, lo), hi);  dx = g where lo <= x <= hi (torch.clamp), or where lo < x < hi
+    when ``open`` (torch's hardtanh and relu6, which like relu pass nothing at a bound), else 0"""
+    def forward(self, x, lo, hi, open=False):
         xp = get_array_module(x)
         self.mask = xp.ones(x.shape, bool)
         if lo is not None:
-            self.mask &= x >= lo
+            self.mask &= (x > lo) if open else (x >= lo)
         if hi is not None:
-            self.mask &= x <= hi
+            self.mask &= (x < hi) if open else (x <= hi)
         return xp.clip(x, lo, hi)
 
     def backward(self, g):
         return g * self.mask
+
+
+class Clone(Function):
+    """y = a C-contiguous copy of x;  dx = g"""
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, g):
+        return g
 
 
 class Maximum(Function):
@@ -388,8 +400,15 @@ def abs(x):
 
 
 def clamp(x, min=None, max=None):
-    """min(max(x, min), max); either bound may be None"""
+    """min(max(x, min), max); either bound may be None (the gradient passes at the bounds, as torch.clamp)"""
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of min and max must be given")
     return Clamp.apply(x, lo=min, hi=max)
+
+
+def clone(x):
+    """a copy of x that gradients flow through (C-contiguous)"""
+    return Clone.apply(x)
 
 
 def maximum(a, b):
@@ -440,8 +459,45 @@ def amin(x, dim=None, keepdim=False):
     return Extreme.apply(x, axis=_norm_axis(dim, x.ndim), keepdims=keepdim, op="min")
 
 
-max = amax   # npad's max/min return values only (torch.amax); indices via Tensor.argmax
-min = amin
+MaxResult = namedtuple("max", ["values", "indices"])
+MinResult = namedtuple("min", ["values", "indices"])
+
+
+def _extreme(x, dim, keepdim, op):
+    """torch.max / torch.min: over all elements, along ``dim`` as (values, indices), or elementwise."""
+    if dim is None:
+        return Extreme.apply(x, axis=None, keepdims=False, op=op)
+    if isinstance(dim, Tensor):
+        return maximum(x, dim) if op == "max" else minimum(x, dim)
+    if isinstance(dim, (tuple, list)):
+        raise TypeError(f"{op}: dim must be one int (it returns values and indices); use a{op} for several dims")
+    idx = (argmax if op == "max" else argmin)(x, dim, keepdim=True)
+    values = gather(x, dim, idx)          # the gradient goes to the index found, as PyTorch
+    if not keepdim:
+        values, idx = squeeze(values, dim), squeeze(idx, dim)
+    return (MaxResult if op == "max" else MinResult)(values, idx)
+
+
+def max(x, dim=None, keepdim=False):
+    """the largest element; with ``dim`` the named pair (values, indices) along it; with a tensor
+    ``dim``, maximum(x, dim) (torch.max)"""
+    return _extreme(x, dim, keepdim, "max")
+
+
+def min(x, dim=None, keepdim=False):
+    """the smallest element; with ``dim`` the named pair (values, indices) along it; with a tensor
+    ``dim``, minimum(x, dim) (torch.min)"""
+    return _extreme(x, dim, keepdim, "min")
+
+
+def argmax(x, dim=None, keepdim=False):
+    """index of the largest element along ``dim`` (of the flattened x when dim is None); int64, no gradient"""
+    return Tensor._make(x.data.argmax(axis=dim, keepdims=keepdim).astype(numpy.int64, copy=False), False, None, 0)
+
+
+def argmin(x, dim=None, keepdim=False):
+    """index of the smallest element along ``dim``; int64, no gradient"""
+    return Tensor._make(x.data.argmin(axis=dim, keepdims=keepdim).astype(numpy.int64, copy=False), False, None, 0)
 
 
 def var(x, dim=None, unbiased=True, keepdim=False):

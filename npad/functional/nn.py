@@ -1,14 +1,19 @@
 """Activations, softmax, dropout, linear layers, normalisation and losses."""
 import math
 
+import numpy
+
 from ..backend import get_array_module
 from ..tensor import Function, Tensor, get_rng
 from . import math as M
+from .conv import conv2d
+from .shape import gather, reshape, squeeze, unsqueeze
 
 __all__ = ["erf", "relu", "relu6", "leaky_relu", "sigmoid", "logsigmoid", "tanh", "softplus", "silu",
            "gelu", "hardswish", "hardsigmoid", "elu", "softmax", "log_softmax", "dropout",
-           "linear", "layer_norm", "embedding", "mse_loss", "l1_loss", "binary_cross_entropy",
-           "binary_cross_entropy_with_logits", "gaussian_nll_loss", "kl_normal", "smooth_l1_loss", "hardtanh"]
+           "linear", "conv1d", "layer_norm", "embedding", "one_hot", "mse_loss", "l1_loss", "nll_loss",
+           "cross_entropy", "binary_cross_entropy", "binary_cross_entropy_with_logits", "gaussian_nll_loss",
+           "kl_normal", "smooth_l1_loss", "hardtanh"]
 
 
 def _erf(xp, x):
@@ -35,16 +40,6 @@ class ReLU(Function):
     def forward(self, x):
         self.mask = x > 0
         return x * self.mask
-
-    def backward(self, g):
-        return g * self.mask
-
-
-class Clip(Function):
-    """y = clip(x, lo, hi) (ReLU6: lo=0, hi=6);  dx = g [lo < x < hi]"""
-    def forward(self, x, lo, hi):
-        self.mask = (x > lo) & (x < hi)
-        return get_array_module(x).clip(x, lo, hi)
 
     def backward(self, g):
         return g * self.mask
@@ -290,13 +285,13 @@ def relu(x):
 
 
 def relu6(x):
-    """min(max(x, 0), 6)"""
-    return Clip.apply(x, lo=0.0, hi=6.0)
+    """min(max(x, 0), 6) (no gradient at 0 and 6, as relu at 0 and PyTorch)"""
+    return hardtanh(x, 0.0, 6.0)
 
 
 def hardtanh(x, min_val=-1.0, max_val=1.0):
-    """clip(x, min_val, max_val)"""
-    return Clip.apply(x, lo=min_val, hi=max_val)
+    """min(max(x, min_val), max_val), with no gradient at the bounds (as PyTorch; clamp passes it)"""
+    return M.Clamp.apply(x, lo=min_val, hi=max_val, open=True)
 
 
 def leaky_relu(x, negative_slope=0.01):
@@ -381,6 +376,17 @@ def linear(x, weight, bias=None):
     return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
 
 
+def conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """conv2d on a height-1 image (torch.nn.functional.conv1d): input B x C x L, weight O x C/groups x K;
+    padding an int, (p,), 'same' or 'valid'"""
+    if input.ndim != 3 or weight.ndim != 3:
+        raise ValueError(f"conv1d: expected 3-D input and weight, got {tuple(input.shape)} and {tuple(weight.shape)}")
+    one = lambda v: int(v[0]) if isinstance(v, (tuple, list)) else int(v)  # noqa: E731
+    pad = padding if isinstance(padding, str) else (0, one(padding))
+    y = conv2d(unsqueeze(input, 2), unsqueeze(weight, 2), bias, (1, one(stride)), pad, (1, one(dilation)), groups)
+    return squeeze(y, 2)                                                    # B x O x L'
+
+
 def layer_norm(x, normalized_shape, weight, bias, eps=1e-5):
     """(x - mean) / sqrt(var + eps) * weight + bias over the trailing ``normalized_shape``"""
     n = len(normalized_shape) if isinstance(normalized_shape, (tuple, list)) else 1
@@ -393,6 +399,19 @@ def embedding(input, weight):
     """weight[input] (input: integer indices)"""
     idx = input.data if isinstance(input, Tensor) else input
     return Embedding.apply(weight, idx=get_array_module(weight.data).asarray(idx))
+
+
+def one_hot(tensor, num_classes=-1):
+    """int64 tensor of shape (*tensor.shape, num_classes) with a 1 at each class index
+    (num_classes -1: the largest index + 1)"""
+    t = tensor.data
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"one_hot: expected an integer tensor of class indices, got dtype {t.dtype}")
+    n = (int(t.max()) + 1 if t.size else 0) if num_classes < 0 else int(num_classes)
+    if t.size and (int(t.min()) < 0 or int(t.max()) >= n):
+        raise ValueError(f"one_hot: class values must lie in [0, {n}), got [{int(t.min())}, {int(t.max())}]")
+    xp = get_array_module(t)
+    return Tensor._make((t[..., None] == xp.arange(n)).astype(numpy.int64), False, None, 0)
 
 
 # ---- losses ---------------------------------------------------------------------
@@ -430,17 +449,90 @@ def smooth_l1_loss(input, target, beta=1.0, reduction="mean"):
     return _reduce(M.where(d.data < beta, 0.5 * M.square(d) / beta, d - 0.5 * beta), reduction)
 
 
-def binary_cross_entropy(input, target, reduction="mean", eps=1e-12):
-    """-(t log p + (1 - t) log(1 - p)), p clamped to [eps, 1 - eps]"""
+def binary_cross_entropy(input, target, weight=None, reduction="mean", eps=1e-12):
+    """-w (t log p + (1 - t) log(1 - p)), p clamped to [eps, 1 - eps]"""
     _check_same(input, target, "binary_cross_entropy")
     p = M.clamp(input, eps, 1 - eps)
-    return _reduce(-(target * M.log(p) + (1 - target) * M.log(1 - p)), reduction)
+    loss = -(target * M.log(p) + (1 - target) * M.log(1 - p))
+    return _reduce(loss if weight is None else loss * weight, reduction)
 
 
-def binary_cross_entropy_with_logits(input, target, reduction="mean"):
-    """-(t log sigmoid(x) + (1 - t) log sigmoid(-x)), stable"""
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    """-w (q t log sigmoid(x) + (1 - t) log sigmoid(-x)), stable; q = pos_weight (broadcast over the
+    last axis, the classes), w = weight"""
     _check_same(input, target, "binary_cross_entropy_with_logits")
-    return _reduce(-(target * logsigmoid(input) + (1 - target) * logsigmoid(-input)), reduction)
+    pos = target * logsigmoid(input)
+    loss = -((pos if pos_weight is None else pos * pos_weight) + (1 - target) * logsigmoid(-input))
+    return _reduce(loss if weight is None else loss * weight, reduction)
+
+
+def _class_targets(input, target, weight, ignore_index, name):
+    """(t, w, keep): class indices N [x d...] for input N x C [x d...] (ignored entries set to 0),
+    each entry's weight weight[t] (1 without weight; 0 where ignored), and target != ignore_index"""
+    xp = get_array_module(input.data)
+    t = xp.asarray(target.data if isinstance(target, Tensor) else target)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{name}: target must hold class indices (an integer tensor), got dtype {t.dtype}; "
+                        f"float targets of the input's shape are class probabilities (cross_entropy only)")
+    if t.shape != input.shape[:1] + input.shape[2:]:
+        raise ValueError(f"{name}: target shape {tuple(t.shape)} does not match input {tuple(input.shape)} "
+                         f"(expected {tuple(input.shape[:1] + input.shape[2:])})")
+    C = input.shape[1]
+    keep = t != ignore_index
+    bad = keep & ((t < 0) | (t >= C))
+    if bad.any():
+        raise IndexError(f"{name}: target {int(t[bad][0])} is out of bounds for {C} classes")
+    t = xp.where(keep, t, 0)
+    w = keep.astype(input.dtype) if weight is None else weight.data[t] * keep
+    return t, Tensor._make(w, False, None, 0), keep
+
+
+def _weighted_mean(loss, w, reduction):
+    """sum(loss) / sum(w) for 'mean' (PyTorch's weighted mean), else _reduce"""
+    return M.sum(loss) / M.sum(w) if reduction == "mean" else _reduce(loss, reduction)
+
+
+def _batched(input, target, fn, reduction):
+    """fn(input, target as a tensor), on a batch of one when input is a single sample (C,)."""
+    target = target if isinstance(target, Tensor) else Tensor(target)
+    if input.ndim != 1:
+        return fn(input, target)
+    loss = fn(unsqueeze(input, 0), unsqueeze(target, 0))
+    return squeeze(loss, 0) if reduction == "none" else loss
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """-w[t] input[n, t] for each sample n with class t = target[n]; input: log-probabilities N x C
+    [x d1 ...], target N [x d1 ...]; 'mean' divides by the sum of w[t] over the samples kept
+    (target != ignore_index), as PyTorch"""
+    def nll(input, target):
+        t, w, _ = _class_targets(input, target, weight, ignore_index, "nll_loss")
+        picked = squeeze(gather(input, 1, unsqueeze(Tensor._make(t, False, None, 0), 1)), 1)  # N [x d...]
+        return _weighted_mean(-picked * w, w, reduction)
+    return _batched(input, target, nll, reduction)
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """nll_loss(log_softmax(input, 1), target) for class indices; for class probabilities (a float
+    target of input's shape) -sum_c w[c] target[c] log_softmax(input)[c], 'mean' over the samples.
+    label_smoothing e mixes in the uniform target: (1 - e) nll + e / C (-sum_c w[c] log p[c])
+    (Szegedy et al. 2016, Sec. 7), reduced as PyTorch does"""
+    def ce(input, target):
+        C, e = input.shape[1], label_smoothing
+        logp = log_softmax(input, 1)                                        # N x C [x d...]
+        w = None if weight is None else reshape(weight, (1, C) + (1,) * (input.ndim - 2))
+        wlogp = logp if w is None else logp * w
+        if target.dtype.kind == "f":                                        # class probabilities
+            _check_same(input, target, "cross_entropy")
+            per = -M.sum(wlogp * (target * (1 - e) + e / C if e else target), 1)   # N [x d...]
+            return M.sum(per) / (per.data.size or 1) if reduction == "mean" else _reduce(per, reduction)
+        loss = nll_loss(logp, target, weight, ignore_index, reduction)
+        if not e:
+            return loss
+        _, w, keep = _class_targets(input, target, weight, ignore_index, "cross_entropy")
+        smooth = -M.sum(wlogp, 1) * Tensor._make(keep.astype(input.dtype), False, None, 0)  # N [x d...]
+        return (1 - e) * loss + _weighted_mean(smooth, w, reduction) * (e / C)
+    return _batched(input, target, ce, reduction)
 
 
 def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):

@@ -1,11 +1,14 @@
-"""Shape ops: views, indexing, joining, splitting and padding."""
+"""Shape ops: views, indexing (gather, sort, topk), joining, splitting, tiling and padding."""
+from collections import namedtuple
+
 import numpy
 
 from ..backend import get_array_module
-from ..tensor import Function, Tensor
+from ..tensor import Function, Tensor, as_tensor
 
 __all__ = ["reshape", "transpose", "permute", "flatten", "unsqueeze", "squeeze", "expand",
-           "getitem", "cat", "concatenate", "stack", "split", "chunk", "pad", "scatter_add"]
+           "getitem", "index_put", "gather", "sort", "argsort", "topk", "cat", "concatenate", "stack",
+           "split", "chunk", "repeat", "pad", "scatter_add"]
 
 
 def _shape_arg(shape):
@@ -74,6 +77,54 @@ class GetItem(Function):
             gx[self.idx] = g
             return gx
         return scatter_add(xp, gx, self.idx, g)
+
+
+class IndexPut(Function):
+    """y = x with y[idx] = v;  dx = g with zeros at idx, dv = g[idx] (summed back to v's shape)"""
+    def forward(self, x, v, idx):
+        self.idx = idx
+        y = x.copy()
+        y[idx] = v
+        return y
+
+    def backward(self, g):
+        nx, nv = self.needs_input_grad
+        gx = None
+        if nx:
+            gx = g.copy()
+            gx[self.idx] = 0
+        return gx, (g[self.idx] if nv else None)
+
+
+def _along(xp, index, axis):
+    """The advanced index that picks x[i0, .., index[i0, .., ik, ..], ..] for every position of ``index``."""
+    return tuple(index if d == axis else
+                 xp.arange(n).reshape((-1,) + (1,) * (index.ndim - d - 1))
+                 for d, n in enumerate(index.shape))
+
+
+class Gather(Function):
+    """y[i, j, ..] = x[i, .., index[i, j, ..], ..] with the index on ``axis`` (torch.gather);
+    dx = g added at the gathered positions (repeats accumulate)"""
+    def forward(self, x, index, axis):
+        self.shape, self.at = x.shape, _along(get_array_module(x), index, axis)
+        return x[self.at]
+
+    def backward(self, g):
+        xp = get_array_module(g)
+        return scatter_add(xp, xp.zeros(self.shape, g.dtype), self.at, g)
+
+
+class Repeat(Function):
+    """y = x tiled reps[d] times along each axis d (torch's repeat, numpy.tile);  dx = g summed over the tiles"""
+    def forward(self, x, reps):
+        self.xshape, self.reps = x.shape, reps
+        self.shape = (1,) * (len(reps) - x.ndim) + x.shape
+        return get_array_module(x).tile(x, reps)
+
+    def backward(self, g):
+        g = g.reshape([d for r, n in zip(self.reps, self.shape) for d in (r, n)])   # r0 x n0 x r1 x n1 ...
+        return g.sum(axis=tuple(range(0, g.ndim, 2))).reshape(self.xshape)
 
 
 class Concat(Function):
@@ -202,15 +253,84 @@ def expand(x, *shape):
     return Expand.apply(x, shape=shape)
 
 
+def raw_index(x, idx):
+    """An index for x's array: tensors in it replaced by their arrays, a list by an array."""
+    if isinstance(idx, Tensor):
+        return idx.data
+    if isinstance(idx, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in idx)
+    if isinstance(idx, list):
+        return get_array_module(x.data).asarray(idx)
+    return idx
+
+
 def getitem(x, idx):
     """x[idx] with NumPy's basic and advanced indexing"""
-    if isinstance(idx, Tensor):
-        idx = idx.data
-    elif isinstance(idx, tuple):
-        idx = tuple(i.data if isinstance(i, Tensor) else i for i in idx)
-    elif isinstance(idx, list):
-        idx = get_array_module(x.data).asarray(idx)
-    return GetItem.apply(x, idx=idx)
+    return GetItem.apply(x, idx=raw_index(x, idx))
+
+
+def index_put(x, idx, value):
+    """a copy of x with x[idx] = value (what ``x[idx] = value`` records in a graph)"""
+    value = value if isinstance(value, Tensor) else as_tensor(value, like=x)
+    return IndexPut.apply(x, value, idx=raw_index(x, idx))
+
+
+def _index_array(x, index, dim, name):
+    """``index`` as an integer array of x's ndim, its values checked against x.shape[dim]."""
+    index = get_array_module(x.data).asarray(index.data if isinstance(index, Tensor) else index)
+    if index.dtype.kind not in "iu" or index.ndim != x.ndim:
+        raise ValueError(f"{name}: index must be an integer tensor with {x.ndim} dims like the input "
+                         f"{tuple(x.shape)}, got dtype {index.dtype} and shape {tuple(index.shape)}")
+    n = x.shape[dim]
+    if index.size and (int(index.min()) < 0 or int(index.max()) >= n):
+        raise IndexError(f"{name}: index values must lie in [0, {n}) along dim {dim} of shape "
+                         f"{tuple(x.shape)}, got [{int(index.min())}, {int(index.max())}]")
+    return index
+
+
+def gather(x, dim, index):
+    """out[i][j] = x[i][index[i][j]] for dim = 1 (and so on for each dim), as torch.gather"""
+    dim = dim % x.ndim
+    return Gather.apply(x, index=_index_array(x, index, dim, "gather"), axis=dim)
+
+
+SortResult = namedtuple("sort", ["values", "indices"])
+TopkResult = namedtuple("topk", ["values", "indices"])
+
+
+def argsort(x, dim=-1, descending=False, stable=False):
+    """the indices that sort x along ``dim`` (always a stable sort: ties keep their order); no gradient"""
+    a = x.data
+    if descending:
+        a = -(a if a.dtype.kind in "fi" else a.astype(numpy.int64))
+    idx = get_array_module(a).argsort(a, axis=dim, kind="stable")
+    return Tensor._make(idx.astype(numpy.int64, copy=False), False, None, 0)
+
+
+def sort(x, dim=-1, descending=False, stable=False):
+    """the named pair (values, indices) of x sorted along ``dim``; the gradient follows the values"""
+    idx = argsort(x, dim, descending)
+    return SortResult(gather(x, dim, idx), idx)
+
+
+def topk(x, k, dim=-1, largest=True, sorted=True):
+    """the named pair (values, indices) of the k largest (smallest) elements along ``dim``, in order"""
+    n = x.shape[dim]
+    if not 0 <= k <= n:
+        raise ValueError(f"topk: k = {k} is out of range for dim {dim} of size {n} (shape {tuple(x.shape)})")
+    xp = get_array_module(x.data)
+    idx = argsort(x, dim, descending=largest).data
+    idx = Tensor._make(xp.take(idx, xp.arange(k), axis=dim), False, None, 0)
+    return TopkResult(gather(x, dim, idx), idx)
+
+
+def repeat(x, *sizes):
+    """x tiled sizes[d] times along each axis d (sizes may add leading axes), as torch's Tensor.repeat"""
+    sizes = _shape_arg(sizes)
+    if len(sizes) < x.ndim:
+        raise ValueError(f"repeat: {len(sizes)} repeat counts {sizes} for a tensor of {x.ndim} dims "
+                         f"{tuple(x.shape)}; give at least one per dim")
+    return Repeat.apply(x, reps=tuple(int(r) for r in sizes))
 
 
 def cat(tensors, dim=0):

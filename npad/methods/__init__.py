@@ -15,6 +15,7 @@ METHODS = {
     "favae": ("npad.methods.favae", "FAVAE"),
     "vae_attention": ("npad.methods.vae_attention", "VAEAttention"),
     "padim": ("npad.methods.padim", "PaDiM"),
+    "patchcore": ("npad.methods.patchcore", "PatchCore"),
 }
 
 

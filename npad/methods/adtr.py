@@ -36,8 +36,6 @@ area downsampling of the finer taps; see ``quick_overrides``).
 Reported results: paper Table 1-3 (MVTec AD, CIFAR-10, CIFAR-100; EfficientNet-B4 features).
 They are not restated here since the paper text could not be checked offline.
 """
-import time
-
 import numpy
 
 from .. import functional as F
@@ -50,12 +48,10 @@ from ..optim import AdamW, StepLR
 from ..progress import progress
 from ..tensor import Tensor, manual_seed, no_grad
 from .adtr_model import ADTRNet, adtr_normal_loss, anomaly_map, image_level_loss, pixel_push_pull_loss
-from .base import AnomalyModel
+from .base import AnomalyModel, backward_step, train_loop
 
 ABLATIONS = ("none", "no_attention", "no_query", "pixels", "last_layer")
 GRID_STRIDE = 16
-_PIXEL_MEAN = (0.485, 0.456, 0.406)
-_PIXEL_STD = (0.229, 0.224, 0.225)
 
 
 class ADTR(AnomalyModel):
@@ -170,8 +166,8 @@ class ADTR(AnomalyModel):
     def _raw_features(self, x):
         if self.encoder is None:                           # "pixels": the normalised RGB image per grid cell
             xp = get_array_module(x.data)
-            mean = xp.asarray(_PIXEL_MEAN, x.dtype).reshape(1, 3, 1, 1)
-            std = xp.asarray(_PIXEL_STD, x.dtype).reshape(1, 3, 1, 1)
+            mean = xp.asarray(T.IMAGENET_MEAN, x.dtype).reshape(1, 3, 1, 1)
+            std = xp.asarray(T.IMAGENET_STD, x.dtype).reshape(1, 3, 1, 1)
             return F.avg_pool2d(Tensor((x.data - mean) / std), GRID_STRIDE)
         feats = self.encoder(x)
         if self.config["ablation"] == "last_layer":
@@ -218,41 +214,26 @@ class ADTR(AnomalyModel):
         loader = DataLoader(ds, batch_size=c["batch_size"], shuffle=True, seed=c["seed"], prefetch=2)
         opt = AdamW(self.net.parameters(), lr=c["lr"], weight_decay=c["weight_decay"])
         sched = StepLR(opt, step_size=max(int(c["lr_step"]), 1), gamma=c["lr_gamma"])
-        self.net.train()
-        t0, losses = time.perf_counter(), []
-        bar = progress(range(c["epochs"]), desc="ADTR epochs", unit="epoch", quiet=quiet)
-        for _ in bar:
-            total, n = 0.0, 0
-            if cached is not None:
-                perm = rng.permutation(len(cached))
-                batches = (cached[perm[i:i + c["batch_size"]]] for i in range(0, len(perm), c["batch_size"]))
-            else:
-                batches = (self.features(b["image"]).data for b in loader)
-            for f in batches:
-                f = Tensor(f)
-                loss = adtr_normal_loss(f, self.net(f))
-                self._step(opt, loss)
-                total += loss.item() * len(f)
-                n += len(f)
-            sched.step()
-            losses.append(total / max(n, 1))
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{sched.get_last_lr()[0]:.1e}")
-        self.net.eval()
-        self.history = dict(loss=losses, train_seconds=time.perf_counter() - t0)
+
+        def batches(epoch):
+            """B x C x h x w feature batches: the cached features reshuffled, or those of augmented images."""
+            if cached is None:
+                return (self.features(b["image"]).data for b in loader)
+            perm, bs = rng.permutation(len(cached)), c["batch_size"]
+            return (cached[perm[i:i + bs]] for i in range(0, len(perm), bs))
+
+        def step(f):
+            f = Tensor(f)
+            return backward_step(opt, adtr_normal_loss(f, self.net(f)), c["grad_clip"]), len(f)      # Eq. 1
+
+        self.history = {}
+        train_loop(step, batches, c["epochs"], opt, sched, modules=[self.net], desc="ADTR epochs", quiet=quiet,
+                   history=self.history)
         if c["plus"]:
             self.fit_plus(quiet=quiet)
         else:
             self._fit_reference(self._with_transform(dataset, train=False))
         return self
-
-    def _step(self, opt, loss):
-        opt.zero_grad()
-        loss.backward()
-        if self.config["grad_clip"]:
-            from ..optim import clip_grad_norm_
-            clip_grad_norm_(self.net.parameters(), self.config["grad_clip"])
-        opt.step()
 
     def grid_masks(self, masks):
         """B x 1 x H x W pixel masks -> B x h x w 0/1 grid labels: a cell is anomalous when at least
@@ -293,32 +274,24 @@ class ADTR(AnomalyModel):
         rng = numpy.random.default_rng(c["seed"] + 1)
         loader = DataLoader(source, batch_size=c["batch_size"], shuffle=True, seed=c["seed"] + 1, prefetch=2)
         opt = AdamW(self.net.parameters(), lr=c["plus_lr"], weight_decay=c["weight_decay"])
-        self.net.train()
-        t0, losses = time.perf_counter(), []
-        bar = progress(range(epochs), desc="ADTR+ epochs", unit="epoch", quiet=quiet)
-        for _ in bar:
-            total, n = 0.0, 0
-            for b in loader:
-                images = b["image"]
-                if anomalies is None:
-                    images, masks, labels = confetti_batch(images, rng, p=c["confetti_p"])
-                else:
-                    masks, labels = b.get("mask"), b["label"]
-                f = self.features(images)
-                f_hat = self.net(f)
-                if use == "pixel":
-                    loss = pixel_push_pull_loss(f, f_hat, self.grid_masks(masks), alpha=c["alpha"])
-                else:
-                    loss = image_level_loss(f, f_hat, labels, alpha=c["alpha"], k=c["topk"])
-                self._step(opt, loss)
-                total += loss.item() * len(images)
-                n += len(images)
-            losses.append(total / max(n, 1))
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        self.net.eval()
-        self.history.update(plus_loss=losses, plus_kind=use, plus_seconds=time.perf_counter() - t0)
-        self.history["train_seconds"] = self.history.get("train_seconds", 0.0) + self.history["plus_seconds"]
+
+        def step(b):
+            images = b["image"]
+            if anomalies is None:
+                images, masks, labels = confetti_batch(images, rng, p=c["confetti_p"])
+            else:
+                masks, labels = b.get("mask"), b["label"]
+            f = self.features(images)
+            f_hat = self.net(f)
+            if use == "pixel":
+                loss = pixel_push_pull_loss(f, f_hat, self.grid_masks(masks), alpha=c["alpha"])       # Eq. 7
+            else:
+                loss = image_level_loss(f, f_hat, labels, alpha=c["alpha"], k=c["topk"])              # Eq. 9
+            return backward_step(opt, loss, c["grad_clip"]), len(images)
+
+        plus = train_loop(step, lambda epoch: loader, epochs, opt, modules=[self.net], desc="ADTR+ epochs", quiet=quiet)
+        self.history.update({f"plus_{k}": v for k, v in plus.items()}, plus_kind=use)
+        self.history["train_seconds"] = self.history.get("train_seconds", 0.0) + plus["train_seconds"]
         if self._train_ds is not None:
             self._fit_reference(self._with_transform(self._train_ds, train=False))
         return self

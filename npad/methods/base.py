@@ -1,10 +1,12 @@
 """What every method shares: the result object, the images a model takes, the hold-out split and
-calibration around training, evaluation, and saving/loading through one ``.h5`` checkpoint.
+calibration around training, evaluation, saving/loading through one ``.h5`` checkpoint, and the
+training loop.
 
 A method subclasses ``AnomalyModel`` and provides ``_fit(dataset, quiet)`` (training on normal
-images), ``_score(images)`` (raw per-batch statistics) and ``_maps(stats)`` (anomaly maps and image
-scores from those statistics); ``fit``, ``predict``, ``calibrate``, ``evaluate``, ``save`` and
-``load`` are written once here.
+images; a trained network writes one training step, its loss, and hands it to :func:`train_loop`),
+``_score(images)`` (raw per-batch statistics) and ``_maps(stats)`` (anomaly maps and image scores
+from those statistics); ``fit``, ``predict``, ``calibrate``, ``evaluate``, ``save`` and ``load``
+are written once here.
 
 Calibration (``fit`` without ``validation``): a share ``calib_fraction`` of the normal training
 images (at least ``CALIB_MIN``, at most half) is kept out of training, and the threshold is chosen
@@ -40,7 +42,8 @@ from ..backend import to_cpu
 from ..data import ArrayDataset, DataLoader, UnreadableImageError, list_images, load_image
 from ..data import transforms as T
 from ..maps import threshold_normalize
-from ..progress import progress
+from ..optim import clip_grad_norm_
+from ..progress import log_line, plain_log, progress
 from ..tensor import Tensor
 
 CALIB_FRACTION = 0.2      # share of the normal training images kept out of training to calibrate on
@@ -686,3 +689,92 @@ def _check_state(model, state, path):
         if want is not None and tuple(numpy.shape(want)) != got.shape:
             raise io.CheckpointError(f"{path}: state entry {key!r} has shape {got.shape}, but the model's "
                                      f"configuration needs {tuple(numpy.shape(want))} (an edited config?)")
+
+# ---- training: the loop every method runs -------------------------------------------------------
+def backward_step(optimizer, loss, max_norm=None):
+    """One update on ``loss``: zero the gradients, back-propagate, clip the total gradient norm of
+    the optimiser's parameters to ``max_norm`` when given, step. Returns the loss as a float."""
+    optimizer.zero_grad()
+    loss.backward()
+    if max_norm:
+        clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], max_norm)
+    optimizer.step()
+    return loss.item()
+
+
+def train_loop(step, batches, epochs, optimizer, scheduler=None, schedule="epoch", modules=(), desc="train",
+               unit="epoch", quiet=None, history=None, end_epoch=None, callback=None, log_every=10.0):
+    """Run ``epochs`` epochs of ``step`` over ``batches(epoch)`` and keep the loss history.
+
+    step(batch) -> (loss, n): one update (the method's loss, then :func:`backward_step`); ``loss``
+        is the batch's mean loss as a float, or a dict of floats (its "loss" and parts such as
+        "kl"); ``n`` weighs the batch in the epoch's mean (images, fibers, ...).
+    batches(epoch): the iterable of batches of that epoch.
+    scheduler, schedule: ``scheduler.step()`` after every "batch" or every "epoch".
+    modules: put in training mode for the loop and in eval mode after it.
+    end_epoch(epoch) -> dict: more entries of the epoch's row (a learned variance, an iteration).
+    callback(epoch, row): called with every finished row.
+
+    ``history`` (filled in place and returned) gets, per epoch, the ``n``-weighted mean of each
+    part ("loss", ...), the entries of ``end_epoch``, "lr" (the optimiser's first group after the
+    epoch) and "seconds" (elapsed since the start); then "train_seconds" and "samples_per_s"
+    (the sum of n per second). A row is added only when its epoch completes, so after an exception
+    in a step every list holds the finished epochs and the modules are in eval mode.
+
+    Progress: a bar (``npad.progress``; ``quiet`` as there), or, where output is not a terminal
+    (a batch log), one plain line per epoch: the first, the last, and at most one every
+    ``log_every`` seconds between them.
+    """
+    if schedule not in ("epoch", "batch"):
+        raise ValueError(f"train_loop: schedule must be 'epoch' or 'batch', got {schedule!r}")
+    history = {} if history is None else history
+    plain, logged, seen = plain_log(quiet), None, 0
+    t0 = time.perf_counter()
+    bar = progress(range(epochs), desc=desc, unit=unit, quiet=quiet)
+    for m in modules:
+        m.train()
+    try:
+        for epoch in bar:
+            sums, weights = {"loss": 0.0}, {"loss": 0}
+            for batch in batches(epoch):
+                parts, n = step(batch)
+                for k, v in (parts if isinstance(parts, dict) else {"loss": parts}).items():
+                    sums[k] = sums.get(k, 0.0) + v * n
+                    weights[k] = weights.get(k, 0) + n
+                seen += n
+                if scheduler is not None and schedule == "batch":
+                    scheduler.step()
+            if scheduler is not None and schedule == "epoch":
+                scheduler.step()
+            row = {k: sums[k] / weights[k] if weights[k] else float("nan") for k in sums}
+            row.update(end_epoch(epoch) if end_epoch is not None else {})
+            row.update(lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
+            _append_row(history, row)
+            bar.set_postfix({k: _short(k, v) for k, v in row.items() if k != "seconds"})
+            if plain and (logged is None or epoch == epochs - 1 or row["seconds"] - logged >= log_every):
+                logged = row["seconds"]
+                log_line(f"{desc} {epoch + 1}/{epochs}: " + ", ".join(f"{k} {_short(k, v)}" for k, v in row.items()
+                                                                       if k != "seconds") + f" ({logged:.0f} s)")
+            if callback is not None:
+                callback(epoch, row)
+    finally:
+        for m in modules:
+            m.eval()
+        if hasattr(bar, "close"):
+            bar.close()
+        history["train_seconds"] = time.perf_counter() - t0
+        history["samples_per_s"] = seen / max(history["train_seconds"], 1e-9)
+    return history
+
+
+def _append_row(history, row):
+    """Append one epoch's row; a key missing on either side gets NaN, so every list has one entry per epoch."""
+    done = len(history.get("seconds", ()))
+    for k in list(row) + [k for k, v in history.items() if isinstance(v, list) and k not in row]:
+        history.setdefault(k, [float("nan")] * done).append(row.get(k, float("nan")))
+
+
+def _short(key, value):
+    if isinstance(value, (int, numpy.integer)):
+        return str(value)
+    return f"{value:.2e}" if key == "lr" else f"{value:.4g}"

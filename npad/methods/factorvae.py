@@ -68,17 +68,15 @@ Main API: :class:`DSpritesVAE`, :class:`Discriminator`, :func:`permute_dims`,
 """
 from __future__ import annotations
 
-import time
-
 import numpy
 
 from .. import functional as F
 from ..backend import get_array_module, to_cpu
 from ..nn import Conv2d, ConvTranspose2d, Identity, LeakyReLU, Linear, Module, ReLU, Sequential
 from ..optim import Adam
-from ..progress import progress
-from ..tensor import Tensor, manual_seed, no_grad, randn
-from .vae_attention import attention_maps
+from ..tensor import Tensor, manual_seed, no_grad
+from .base import backward_step, train_loop
+from .vae_attention import attention_maps, map_activation, reparameterize
 
 __all__ = ["DSpritesVAE", "Discriminator", "permute_dims", "tc_estimate", "discriminator_loss", "gaussian_tc",
            "attention_disentanglement", "ad_maps", "ad_loss", "factorvae_loss", "fit_factorvae",
@@ -133,10 +131,7 @@ class DSpritesVAE(Module):
 
     def forward(self, x):
         mu, logvar = self.encode(x)
-        if self.training:
-            z = mu + F.exp(logvar * 0.5) * randn(*mu.shape, dtype=mu.dtype, device=mu.device)
-        else:
-            z = mu
+        z = reparameterize(mu, logvar, self.training)
         return self.decode(z), mu, logvar, z
 
 
@@ -286,13 +281,7 @@ def ad_maps(vae, x, layer="encoder.5", size=None, activation="abs", grad_norm=No
         uh = Tensor(_bilinear_matrix(m.shape[2], size[0]).astype(m.dtype))
         uw = Tensor(_bilinear_matrix(m.shape[3], size[1]).T.astype(m.dtype))
         m = F.matmul(F.matmul(uh, m), uw)
-    if activation == "abs":
-        m = F.abs(m)
-    elif activation == "relu":
-        m = F.relu(m)
-    elif activation is not None:
-        raise ValueError(f"ad_maps: activation must be 'abs', 'relu' or None, got {activation!r}")
-    return m
+    return map_activation(m, activation)
 
 
 def _bilinear_matrix(n_in, n_out):
@@ -333,7 +322,7 @@ def factorvae_loss(vae, disc, x, gamma=35.0, lam=0.0, ad_layer="encoder.5", ad_s
         mu, logvar = vae._heads(h)
     else:
         mu, logvar = vae.encode(x)
-    z = mu + F.exp(logvar * 0.5) * randn(*mu.shape, dtype=mu.dtype, device=mu.device) if vae.training else mu
+    z = reparameterize(mu, logvar, vae.training)
     logits = vae.decode(z)
     recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / n
     kl = F.kl_normal(mu, logvar, reduction="sum") / n
@@ -363,61 +352,52 @@ def fit_factorvae(vae, disc, data, iterations=3000, batch_size=64, gamma=35.0, l
 
     Per iteration: (1) the VAE step on batch 1 (D's parameters frozen, z the reparametrised
     sample); (2) the D step on z of batch 1 (detached) against the permuted z of batch 2.
-    Returns the history: every ``log_every`` iterations the mean of recon, kl, tc, ad (the
-    AD-FactorVAE's training L_AD; for FactorVAE L_AD is measured on the logged batch without
-    training on it), d_loss and the elapsed seconds."""
+    Returns the history (``npad.methods.base.train_loop``), one row per block of ``log_every``
+    iterations: the iteration reached, the block's mean of loss, recon, kl, tc, ad (the
+    AD-FactorVAE's training L_AD; for FactorVAE L_AD is measured on the block's last batch without
+    training on it) and d_loss, the VAE's lr and the elapsed seconds. ``callback(iteration, row)``
+    sees each row."""
     manual_seed(seed)
     rng = numpy.random.default_rng(seed)
     opt = Adam(list(vae.parameters()), lr=lr, betas=betas)
     opt_d = Adam(list(disc.parameters()), lr=lr_d, betas=betas_d)
     dparams = list(disc.parameters())
-    hist = {k: [] for k in ("iteration", "recon", "kl", "tc", "ad", "d_loss", "seconds")}
-    acc, cnt = {}, 0
-    t0 = time.perf_counter()
-    vae.train()
-    disc.train()
-    bar = progress(range(1, iterations + 1), desc="AD-FactorVAE" if lam else "FactorVAE", unit="it", quiet=quiet)
-    for it in bar:
+    last = {}
+
+    def block(b):
+        """The iterations of log block b (1-based): one row of the history each."""
+        return range(b * log_every + 1, min((b + 1) * log_every, iterations) + 1)
+
+    def step(it):
         x1 = Tensor(data.sample(batch_size, rng)[0])
         x2 = Tensor(data.sample(batch_size, rng)[0])
-        for p in dparams:
+        for p in dparams:                                  # the VAE step does not train D
             p.requires_grad = False
         try:
             loss, parts, z = factorvae_loss(vae, disc, x1, gamma, lam, ad_layer, ad_size, pairs)
         finally:
             for p in dparams:
                 p.requires_grad = True
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        backward_step(opt, loss)
         with no_grad():
             mu2, logvar2 = vae.encode(x2)
-            z2 = mu2 + F.exp(logvar2 * 0.5) * randn(*mu2.shape, dtype=mu2.dtype, device=mu2.device)
-        d_loss = discriminator_loss(disc, z.detach(), permute_dims(z2, rng))
-        opt_d.zero_grad()
-        d_loss.backward()
-        opt_d.step()
-        parts["d_loss"] = d_loss.item()
-        for k, v in parts.items():
-            acc[k] = acc.get(k, 0.0) + v
-        cnt += 1
-        if it % log_every == 0 or it == iterations:
-            if not lam:
-                vae.eval()
-                acc["ad"] = _ad_value(vae, x1, ad_layer, ad_size, pairs) * cnt
-                vae.train()
-            hist["iteration"].append(it)
-            for k in ("recon", "kl", "tc", "ad", "d_loss"):
-                hist[k].append(acc.get(k, float("nan")) / cnt)
-            hist["seconds"].append(time.perf_counter() - t0)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(recon=f"{hist['recon'][-1]:.1f}", tc=f"{hist['tc'][-1]:.2f}", ad=f"{hist['ad'][-1]:.3f}")
-            if callback is not None:
-                callback(it, {k: v[-1] for k, v in hist.items()})
-            acc, cnt = {}, 0
-    vae.eval()
-    disc.eval()
-    return hist
+            z2 = reparameterize(mu2, logvar2)
+        parts["d_loss"] = backward_step(opt_d, discriminator_loss(disc, z.detach(), permute_dims(z2, rng)))
+        last["x"] = x1
+        return parts, batch_size
+
+    def end_block(b):
+        row = {"iteration": block(b)[-1]}
+        if not lam:                                        # L_AD measured on the block's last batch
+            vae.eval()
+            row["ad"] = _ad_value(vae, last["x"], ad_layer, ad_size, pairs)
+            vae.train()
+        return row
+
+    on_row = None if callback is None else (lambda b, row: callback(row["iteration"], row))
+    return train_loop(step, block, -(-iterations // log_every), opt, modules=[vae, disc],
+                      desc="AD-FactorVAE" if lam else "FactorVAE", unit=f"{log_every} it", quiet=quiet,
+                      end_epoch=end_block, callback=on_row)
 
 
 # ---------------------------------------------------------------------------------------------

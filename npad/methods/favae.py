@@ -1,7 +1,7 @@
 """FAVAE: anomaly localization by modeling perceptual features (Dehaene and Eline, 2020,
 arXiv:2008.05369), with the vanilla gamma-VAE baseline.
 
-Model (paper Sec. 4, Appendix D):
+Model (paper Sec. 4, Appendix D; the network is in ``favae_model``):
 
 * A fully convolutional VAE for 3 x 128 x 128 inputs (``ConvVAE``): the encoder is the
   SSIM-autoencoder layout of Bergmann et al. -- 4x4 stride-2 and 3x3 convolutions with
@@ -52,7 +52,6 @@ Reported (paper Table 3, MVTec AD mean, VGG-16 features): 0.953 pixel AUROC, 0.8
 AUROC; vanilla VAE 0.823 / 0.775.
 """
 import math
-import time
 
 import numpy
 
@@ -60,214 +59,18 @@ from .. import functional as F
 from ..backend import get_array_module, to_cpu
 from ..data import DataLoader, MVTEC_TEXTURES
 from ..data import transforms as T
+from ..data.sampling import Resampled
+# the toy experiment of Appendix A (examples/favae_toy.py), also importable from here
+from ..data.toy import PSI as TOY_PSI, SIGMA_A as TOY_SIGMA_A, SIGMA_N as TOY_SIGMA_N  # noqa: F401
+from ..data.toy import ToyDataset, toy_samples  # noqa: F401
 from ..maps import upsample
-from ..nn import (BatchNorm2d, Conv2d, ConvTranspose2d, LeakyReLU, Module, ModuleList, Parameter, ReLU,
-                  Sequential)
-from ..optim import Adam
-from ..progress import progress
+from ..nn.init import he_normal_
+from ..optim import Adam, CosineAnnealingLR
 from ..tensor import Tensor, no_grad
-from .base import AnomalyModel
+from .base import AnomalyModel, backward_step, train_loop
+from .favae_model import ConvVAE, FAVAENet, gaussian_nll_map, kl_per_image  # noqa: F401 (ConvVAE: importable here)
 
-LOG_2PI = math.log(2 * math.pi)
 TEXTURES = tuple(MVTEC_TEXTURES) + ("weave",)
-
-
-# ---------------------------------------------------------------------------
-# the VAE of Appendix D
-# ---------------------------------------------------------------------------
-def _block(conv, channels, slope=0.2, bn=True):
-    return [conv, BatchNorm2d(channels), LeakyReLU(slope)] if bn else [conv, LeakyReLU(slope)]
-
-
-def _he_init(module, slope, seed=0):
-    """He-normal weights for LeakyReLU(slope) and zero biases (the signal keeps its scale through
-    the unnormalised network; PyTorch's default initialisation shrinks it layer by layer)."""
-    rng = numpy.random.default_rng(seed)
-    gain2 = 2.0 / (1 + slope ** 2)
-    for m in module.modules():
-        if isinstance(m, (Conv2d, ConvTranspose2d)):
-            w = m.weight.data
-            if isinstance(m, ConvTranspose2d):   # inputs reaching one output: C_in k^2 / stride^2
-                fan_in = w.shape[0] * w.shape[2] * w.shape[3] / (m.stride[0] * m.stride[1])
-            else:
-                fan_in = w.shape[1] * w.shape[2] * w.shape[3]
-            w[...] = (rng.standard_normal(w.shape) * math.sqrt(gain2 / fan_in)).astype(w.dtype)
-            if m.bias is not None:
-                m.bias.data[...] = 0
-
-
-class ConvVAE(Module):
-    """Fully convolutional VAE (Appendix D): ``forward(x)`` -> (mu, logvar) of q(z|x);
-    ``decode(z)`` -> (x_hat in [0, 1], {stride: last decoder activation at that stride}).
-
-    The latent is ``latent`` x 1 x 1 for ``input_size`` inputs (a grid for larger ones)."""
-
-    def __init__(self, input_size=128, latent=100, width=1.0, in_channels=3, slope=0.2, batch_norm=True):
-        super().__init__()
-        if input_size % 16 or input_size < 16:
-            raise ValueError(f"ConvVAE: input_size must be a multiple of 16, got {input_size}")
-        k = input_size // 16
-        c = [max(1, int(round(v * width))) for v in (32, 32, 32, 64, 64, 128, 64, 32)]
-        self.input_size, self.latent, self.width = input_size, latent, width
-        bn = bool(batch_norm)
-        enc = []
-        enc += _block(Conv2d(in_channels, c[0], 4, 2, 1), c[0], slope, bn)      # /2
-        enc += _block(Conv2d(c[0], c[1], 4, 2, 1), c[1], slope, bn)             # /4
-        enc += _block(Conv2d(c[1], c[2], 3, 1, 1), c[2], slope, bn)
-        enc += _block(Conv2d(c[2], c[3], 4, 2, 1), c[3], slope, bn)             # /8
-        enc += _block(Conv2d(c[3], c[4], 3, 1, 1), c[4], slope, bn)
-        enc += _block(Conv2d(c[4], c[5], 4, 2, 1), c[5], slope, bn)             # /16
-        enc += _block(Conv2d(c[5], c[6], 3, 1, 1), c[6], slope, bn)
-        enc += _block(Conv2d(c[6], c[7], 3, 1, 1), c[7], slope, bn)
-        enc += [Conv2d(c[7], 2 * latent, k)]                                 # 1 x 1
-        self.encoder = Sequential(*enc)
-        # decoder stages; the output of stage i is the last activation at stride strides[i]
-        self.stages = ModuleList([
-            Sequential(*_block(ConvTranspose2d(latent, c[7], k), c[7], slope, bn),
-                       *_block(Conv2d(c[7], c[6], 3, 1, 1), c[6], slope, bn),
-                       *_block(Conv2d(c[6], c[5], 3, 1, 1), c[5], slope, bn)),          # /16
-            Sequential(*_block(ConvTranspose2d(c[5], c[4], 4, 2, 1), c[4], slope, bn),
-                       *_block(Conv2d(c[4], c[3], 3, 1, 1), c[3], slope, bn)),          # /8
-            Sequential(*_block(ConvTranspose2d(c[3], c[2], 4, 2, 1), c[2], slope, bn),
-                       *_block(Conv2d(c[2], c[1], 3, 1, 1), c[1], slope, bn)),          # /4
-            Sequential(*_block(ConvTranspose2d(c[1], c[0], 4, 2, 1), c[0], slope, bn)),  # /2
-        ])
-        self.head = ConvTranspose2d(c[0], in_channels, 4, 2, 1)                    # /1
-        self.strides = [16, 8, 4, 2]
-        self.tap_channels = [c[5], c[3], c[1], c[0]]
-        if not bn:
-            _he_init(self, slope)
-
-
-    def forward(self, x):
-        h = self.encoder(x)
-        return h[:, :self.latent], h[:, self.latent:]
-
-    @no_grad()
-    def data_init(self, x, seed=0):
-        """Layer-sequential unit-variance start for the network without BatchNorm: every
-        convolution is rescaled so that its output has unit standard deviation on the batch
-        ``x`` (on small inputs zero padding otherwise shrinks the signal layer by layer); the
-        posterior mean and log-variance start at std 1 and 0.1, the decoder sees z ~ N(0, I) and
-        its output starts near 0.5 (pre-sigmoid std 0.1)."""
-        def run(layers, h, last_std=1.0):
-            convs = [i for i, m in enumerate(layers) if isinstance(m, (Conv2d, ConvTranspose2d))]
-            for i, layer in enumerate(layers):
-                out = layer(h)
-                if i in convs:
-                    target = last_std if i == convs[-1] else 1.0
-                    b = 0.0 if layer.bias is None else layer.bias.data.reshape(1, -1, 1, 1)
-                    sd = float((out.data - b).std()) + 1e-8
-                    layer.weight.data[...] *= target / sd
-                    out = layer(h)
-                h = out
-            return h
-        layers = list(self.encoder)
-        h = run(layers[:-1], x)
-        last = layers[-1]
-        out = last(h).data
-        sd_mu = float(out[:, :self.latent].std()) + 1e-8
-        sd_lv = float(out[:, self.latent:].std()) + 1e-8
-        last.weight.data[:self.latent] *= 1.0 / sd_mu
-        last.weight.data[self.latent:] *= 0.1 / sd_lv
-        rng = numpy.random.default_rng(seed)
-        xp = get_array_module(x.data)
-        z = Tensor(xp.asarray(rng.standard_normal(last(h).shape[:1] + (self.latent,) + tuple(out.shape[2:])),
-                              dtype=x.data.dtype))
-        h = z
-        for stage in self.stages:
-            h = run(list(stage), h)
-        run([self.head], h, last_std=0.1)
-
-    def decode(self, z):
-        taps = {}
-        h = z
-        for s, stage in zip(self.strides, self.stages):
-            h = stage(h)
-            taps[s] = h
-        return F.sigmoid(self.head(h)), taps
-
-
-class Adapter(Module):
-    """Two 1x1 convolutions with a ReLU between: decoder activation -> feature prediction,
-    bilinearly resized to the feature's resolution when the strides differ."""
-
-    def __init__(self, in_channels, out_channels, hidden=None):
-        super().__init__()
-        hidden = hidden or out_channels
-        self.net = Sequential(Conv2d(in_channels, hidden, 1), ReLU(), Conv2d(hidden, out_channels, 1))
-
-    def forward(self, h, size=None):
-        y = self.net(h)
-        if size is not None and tuple(y.shape[-2:]) != tuple(size):
-            y = F.interpolate(y, size=tuple(size), mode="bilinear", align_corners=False)
-        return y
-
-
-def gaussian_nll_map(target, mean, logvar):
-    """-log N(target; mean, exp(logvar)) summed over channels: B x h x w.
-    ``logvar`` is a Tensor broadcastable to B x C x h x w (a global scalar or one per channel)."""
-    err = F.square(target - mean)
-    nll = 0.5 * (err * F.exp(-logvar) + logvar + LOG_2PI)
-    return F.sum(nll, 1)
-
-
-def kl_per_image(mu, logvar):
-    """KL(N(mu, e^logvar) || N(0, I)) per image: B (summed over latent channels and positions)."""
-    kl = -0.5 * (1 + logvar - F.square(mu) - F.exp(logvar))
-    return F.sum(F.reshape(kl, kl.shape[0], -1), 1)
-
-
-def _random_reinit(module, seed):
-    """He-normal weights and zero biases for every parameter of ``module`` (random features)."""
-    rng = numpy.random.default_rng(seed)
-    for name, p in module.named_parameters():
-        xp = get_array_module(p.data)
-        if p.data.ndim >= 2:
-            fan_in = int(numpy.prod(p.data.shape[1:]))
-            w = rng.standard_normal(p.data.shape) * math.sqrt(2.0 / max(fan_in, 1))
-        else:
-            w = numpy.zeros(p.data.shape)
-        p.data = xp.asarray(w, dtype=p.data.dtype)
-
-
-class _RandomShift(T.Transform):
-    """Translate image and mask by up to ``fraction`` of the size in each direction (edge padding)."""
-
-    def __init__(self, fraction=0.05, seed=0):
-        super().__init__(seed)
-        self.fraction = fraction
-
-    def __call__(self, image, mask=None, rng=None):
-        rng = self._gen(rng)
-        H, W = image.shape[1:]
-        m = int(round(self.fraction * min(H, W)))
-        if m <= 0:
-            return image, mask
-        dy, dx = (int(v) for v in rng.integers(-m, m + 1, size=2))
-
-        def shift(a, mode):
-            p = numpy.pad(a, ((0, 0), (m, m), (m, m)), mode=mode)
-            return p[:, m - dy:m - dy + H, m - dx:m - dx + W]
-        return shift(image, "edge"), None if mask is None else shift(mask, "constant")
-
-
-class _Resampled:
-    """``n`` samples drawn with replacement from ``dataset`` per epoch, each with its own
-    random transform (a fixed number of training samples per epoch, Sec. 5.1)."""
-
-    def __init__(self, dataset, n):
-        self.dataset, self.n = dataset, int(n)
-        self.strict = getattr(dataset, "strict", False)
-
-    def __len__(self):
-        return self.n
-
-    def get(self, k, rng):
-        i = int(rng.integers(len(self.dataset)))
-        get = getattr(self.dataset, "get", None)
-        item = get(i, rng) if get is not None else self.dataset[i]
-        return {"image": item["image"]}
 
 
 def _tile_starts(n, tile):
@@ -276,47 +79,6 @@ def _tile_starts(n, tile):
         return [0]
     k = math.ceil(n / tile)
     return sorted({int(round(v)) for v in numpy.linspace(0, n - tile, k)})
-
-
-class FeatureHead(Module):
-    """Adapter of one feature space and its per-channel log-variance (Sec. 4.2)."""
-
-    def __init__(self, in_channels, channels, stride, tap_stride):
-        super().__init__()
-        self.adapter = Adapter(in_channels, channels)
-        self.logvar = Parameter(numpy.zeros((1, channels, 1, 1), numpy.float32))
-        self.stride, self.tap_stride = int(stride), int(tap_stride)
-
-
-class FAVAENet(Module):
-    """The trainable part: the VAE, the pixel-space log gamma^2 and one FeatureHead per feature space."""
-
-    def __init__(self, input_size, latent, width, feature_channels=(), feature_strides=(), batch_norm=True):
-        super().__init__()
-        self.vae = ConvVAE(input_size, latent, width, batch_norm=batch_norm)
-        self.logvar_px = Parameter(numpy.zeros((1, 1, 1, 1), numpy.float32))
-        heads = []
-        for ch, s in zip(feature_channels, feature_strides):
-            # the decoder layer of matching resolution (Table 2), else the nearest one in log-stride
-            tap = min(self.vae.strides, key=lambda t: (abs(math.log2(t) - math.log2(s)), t))
-            heads.append(FeatureHead(self.vae.tap_channels[self.vae.strides.index(tap)], ch, s, tap))
-        self.heads = ModuleList(heads)
-
-    def forward(self, x, sample=True, rng=None):
-        """(mu, logvar, x_hat, taps) for images x (Tensor B x 3 x H x W)."""
-        mu, logvar = self.vae(x)
-        z = mu
-        if sample:
-            xp = get_array_module(mu.data)
-            eps = (rng or numpy.random.default_rng()).standard_normal(mu.shape).astype(numpy.float32)
-            z = mu + F.exp(0.5 * logvar) * Tensor(xp.asarray(eps))
-        x_hat, taps = self.vae.decode(z)
-        return mu, logvar, x_hat, taps
-
-    def feature_maps(self, taps, feats):
-        """-log p(f_l | z) summed over channels, per feature space: list of B x h_l x w_l Tensors."""
-        return [gaussian_nll_map(f, head.adapter(taps[head.tap_stride], f.shape[-2:]), head.logvar)
-                for head, f in zip(self.heads, feats)]
 
 
 class FAVAE(AnomalyModel):
@@ -375,7 +137,7 @@ class FAVAE(AnomalyModel):
             self.encoder = FeatureExtractor(c["backbone"], taps=self._taps(), onnx_path=c["onnx_path"],
                                             frozen=c["frozen"] or c["features"] == "random")
             if c["features"] == "random":
-                _random_reinit(self.encoder, c["seed"] + 1)
+                he_normal_(self.encoder, generator=c["seed"] + 1)
                 self.encoder.requires_grad_(not c["frozen"])
             self.encoder.eval()
         ch = self.encoder.channels if self.encoder else []
@@ -414,7 +176,7 @@ class FAVAE(AnomalyModel):
             t = c["texture_size"]
             return T.Compose([T.Resize((t, t)), T.RandomCrop(c["input_size"])], seed=c["seed"])
         return T.Compose([self.eval_transform(), T.RandomRotation(c["rotation"], padding_mode="reflect"),
-                          _RandomShift(c["translation"])], seed=c["seed"])
+                          T.RandomShift(c["translation"])], seed=c["seed"])
 
     def _features(self, x):
         """Target features (list of Tensors), without gradient unless the backbone trains."""
@@ -471,41 +233,27 @@ class FAVAE(AnomalyModel):
         c = self.config
         self._resolve_mode(dataset)
         ds = self._with_transform(dataset, train=True)
-        loader = DataLoader(_Resampled(ds, c["samples_per_epoch"]), batch_size=c["batch_size"], drop_last=True,
+        loader = DataLoader(Resampled(ds, c["samples_per_epoch"]), batch_size=c["batch_size"], drop_last=True,
                             seed=c["seed"], prefetch=2)
         opt = Adam(self._trainable(), lr=c["lr"])
-        from ..optim import CosineAnnealingLR
         sched = CosineAnnealingLR(opt, T_max=max(c["epochs"] * len(loader), 1), eta_min=c["lr"] * 0.05)
         rng = numpy.random.default_rng(c["seed"])
-        self.net.train()
-        if self.encoder is not None and not c["frozen"]:
-            self.encoder.train()
-        t0, losses, n_seen, first = time.perf_counter(), [], 0, True
-        bar = progress(range(c["epochs"]), desc="FAVAE epochs", unit="epoch", quiet=quiet)
-        for epoch in bar:
-            tot, n = 0.0, 0
-            for batch in loader:
-                x = Tensor(batch["image"])
-                if first:
-                    self._init_variances(x, self._features(x))
-                    first = False
-                loss, _ = self.loss(x, rng)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                tot += loss.item() * len(batch["image"])
-                n += len(batch["image"])
-            n_seen += n
-            losses.append(tot / max(n, 1))
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{losses[-1]:.3f}", gamma=f"{self.gamma:.4f}")
-        seconds = time.perf_counter() - t0
-        self.history = dict(loss=losses, train_seconds=seconds, images_per_s=n_seen / max(seconds, 1e-9),
-                            gamma=self.gamma)
-        self.net.eval()
-        if self.encoder is not None:
-            self.encoder.eval()
+        first = True
+
+        def step(batch):
+            nonlocal first
+            x = Tensor(batch["image"])
+            if first:
+                self._init_variances(x, self._features(x))
+                first = False
+            loss, parts = self.loss(x, rng)                                                     # Eq. 8
+            return dict(loss=backward_step(opt, loss), **parts), len(x)
+
+        trained = [self.net] + ([self.encoder] if self.encoder is not None and not c["frozen"] else [])
+        self.history = {}
+        train_loop(step, lambda epoch: loader, c["epochs"], opt, sched, schedule="batch", modules=trained,
+                   desc="FAVAE epochs", quiet=quiet, history=self.history, end_epoch=lambda epoch: {"gamma": self.gamma})
+        self.history["images_per_s"] = self.history["samples_per_s"]
         self._fit_reference(dataset)
         return self
 
@@ -626,70 +374,3 @@ class FAVAE(AnomalyModel):
         self.net.eval()
         if self.encoder is not None:
             self.encoder.eval()
-
-
-# ---------------------------------------------------------------------------
-# the toy experiment of Appendix A
-# ---------------------------------------------------------------------------
-TOY_SIGMA_N, TOY_SIGMA_A, TOY_PSI = 0.0285, 0.0570, 5
-
-
-def toy_samples(kind, n, size=128, seed=0, sigma_n=TOY_SIGMA_N, sigma_a=TOY_SIGMA_A, psi=TOY_PSI):
-    """``n`` grey toy images (n x 3 x size x size, the grey level repeated in RGB) of Appendix A.
-
-    Our reading of the three distributions (the exact definitions were not available):
-
-    * ``"normal"``: a uniform grey level g ~ U(0.2, 0.8) plus white noise N(0, sigma_n^2);
-    * ``"anomaly"``: horizontal stripes of period ``psi`` -- one row in ``psi`` raised by
-      sigma_a, the pattern centred on g -- plus a smaller white noise N(0, (sigma_n / 4)^2).
-      Its pixels deviate from g by less than sigma_n on average (RMS 0.024 vs 0.0285), so a
-      Gaussian decoder with gamma = sigma_n finds it *more* likely than normal samples;
-    * ``"shuffled"``: an anomaly with its pixels randomly permuted (same pixel values, no
-      structure: a human sees noise).
-    """
-    rng = numpy.random.default_rng(seed)
-    g = rng.uniform(0.2, 0.8, size=(n, 1, 1, 1))
-    if kind == "normal":
-        x = g + sigma_n * rng.standard_normal((n, 1, size, size))
-    elif kind in ("anomaly", "shuffled"):
-        rows = (numpy.arange(size) % psi == 0).astype(numpy.float64)
-        phase = rng.integers(0, psi, size=n)
-        stripes = numpy.stack([numpy.roll(rows, int(p)) for p in phase])              # n x size
-        stripes = sigma_a * (stripes - stripes.mean(axis=1, keepdims=True))
-        x = g + stripes[:, None, :, None] + 0.25 * sigma_n * rng.standard_normal((n, 1, size, size))
-        if kind == "shuffled":
-            flat = x.reshape(n, -1)
-            x = numpy.stack([f[rng.permutation(f.size)] for f in flat]).reshape(x.shape)
-    else:
-        raise ValueError(f"toy_samples: kind must be 'normal', 'anomaly' or 'shuffled', got {kind!r}")
-    return numpy.repeat(numpy.clip(x, 0, 1), 3, axis=1).astype(numpy.float32)
-
-
-class ToyDataset:
-    """Normal toy samples drawn afresh for every request (an endless training set):
-    ``len`` is nominal; ``get(i, rng)`` returns a new sample from ``rng``."""
-
-    transform = None
-    category = "toy"
-
-    def __init__(self, size=128, n=1000, seed=0, kind="normal"):
-        self.size, self.n, self.seed, self.kind = size, n, seed, kind
-        self.transform = _Identity()
-
-    def __len__(self):
-        return self.n
-
-    def get(self, i, rng=None):
-        seed = int(rng.integers(2 ** 31)) if rng is not None else self.seed * 100003 + i
-        return {"image": toy_samples(self.kind, 1, self.size, seed)[0], "label": 0}
-
-    def __getitem__(self, i):
-        return self.get(i)
-
-
-class _Identity(T.Transform):
-    def __init__(self):
-        super().__init__(None)
-
-    def __call__(self, image, mask=None, rng=None):
-        return image, mask

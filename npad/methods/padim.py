@@ -16,6 +16,7 @@ Reported (Table 2, MVTec AD, WRN-50-2): 95.3 image AUROC (ResNet-18: 89.1), 97.5
 """
 import numpy
 
+from ..backend import to_cpu
 from ..data import DataLoader
 from ..features import FeatureExtractor
 from ..maps import gaussian_smooth, upsample
@@ -48,10 +49,11 @@ class PaDiM(AnomalyModel):
         h, w = feats[0].shape[2:]
         maps = [f if f.shape[2:] == (h, w) else F.interpolate(f, size=(h, w), mode="bilinear", align_corners=False)
                 for f in feats]
-        return numpy.asarray(F.cat(maps, 1).data[:, self.channels], numpy.float64)
+        return numpy.asarray(to_cpu(F.cat(maps, 1).data[:, self.channels]), numpy.float64)
 
     def _fit(self, dataset, quiet=None):
-        """Mean and regularised inverse covariance per position (two passes over the data: sums, then products)."""
+        """Mean and regularised inverse covariance per position, from one pass over the data
+        accumulating n, sum e and sum e e^T (float64): cov = (sum e e^T - n mu mu^T) / (n - 1)."""
         ds = self._with_transform(dataset, train=True)
         n, s1, s2 = 0, 0.0, 0.0
         for batch in progress(DataLoader(ds, batch_size=self.config["batch_size"]), desc="PaDiM", quiet=quiet):

@@ -7,8 +7,8 @@ The attention map (paper Sec. 3.1, Eq. 1-2; the authors' ``gradcam.py``):
 1. Forward an image batch through the VAE's encoder; capture the activations A (N x C x h x w)
    of a chosen layer, picked by name (``"encoder.2"``; for an ONNX-imported encoder the ONNX
    value name, ``"trunk.fx.model:stage5"`` or just ``"stage5"``). The model is not edited: a
-   forward hook (or, inside an :class:`~npad.onnx.OnnxModule`, a wrapper of its forward that
-   runs the graph in two parts around that value) swaps A for a tensor whose gradient is kept.
+   forward hook (inside an :class:`~npad.onnx.OnnxModule`, a value hook) swaps A for a tensor
+   whose gradient is kept.
 2. Back-propagate the latent mean: the sum over latent dimensions (``target="sum"``, what the
    authors' code does) or one dimension z_i. Images do not interact (the model is in eval
    mode), so the batch sum gives every image its own gradient dmu/dA.
@@ -56,8 +56,6 @@ normalisation of the gradient already puts the maps of different images on one s
 Reported (MVTec AD pixel AUROC, ten categories): 0.86 mean claimed by the paper, about 0.51
 reproduced by the report (their Table 4, with AUPRO and best IoU).
 """
-import time
-
 import numpy
 
 from .. import functional as F
@@ -67,12 +65,11 @@ from ..maps import upsample
 from ..nn import (BatchNorm2d, Conv2d, ConvTranspose2d, Flatten, Linear, Module, ReLU, Sequential, Sigmoid,
                   Unflatten)
 from ..optim import Adam
-from ..progress import progress
 from ..tensor import Tensor, enable_grad, manual_seed, no_grad
-from .base import AnomalyModel
+from .base import AnomalyModel, backward_step, train_loop
 
-__all__ = ["LayerCapture", "attention_maps", "find_layer", "ConvVAE", "TrunkVAE", "OnnxTrunk", "vae_loss",
-           "fit_vae", "best_iou", "VAEAttention"]
+__all__ = ["LayerCapture", "attention_maps", "map_activation", "find_layer", "ConvVAE", "TrunkVAE", "OnnxTrunk",
+           "reparameterize", "vae_loss", "fit_vae", "best_iou", "VAEAttention"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,10 +80,6 @@ def _onnx_modules(model):
     return [(n, m) for n, m in model.named_modules() if isinstance(m, OnnxModule)]
 
 
-def _onnx_values(m):
-    return set(m._producer) | set(m.input_names)
-
-
 def find_layer(model, layer):
     """Where ``layer`` lives in ``model``: ``("module", submodule, None)`` for a submodule path
     (``"encoder.2"``; ``""`` is the model itself), or ``("onnx", onnx_module, value)`` for an ONNX
@@ -95,22 +88,22 @@ def find_layer(model, layer):
     if ":" in layer:
         path, value = layer.split(":", 1)
         m = model.get_submodule(path)
-        if not hasattr(m, "_producer"):
+        if not hasattr(m, "register_value_hook"):
             raise TypeError(f"layer {layer!r}: {path!r} is a {type(m).__name__}, not an OnnxModule")
-        m._check_targets([value])
+        m.check_values([value])
         return "onnx", m, value
     try:
         return "module", model.get_submodule(layer), None
     except AttributeError:
         pass
-    hits = [(n, m) for n, m in _onnx_modules(model) if layer in _onnx_values(m)]
+    hits = [(n, m) for n, m in _onnx_modules(model) if layer in m.value_names()]
     if len(hits) == 1:
         return "onnx", hits[0][1], layer
     if len(hits) > 1:
         raise KeyError(f"layer {layer!r} is a value of several ONNX modules {[n for n, _ in hits]}; "
                        f"write it as '<module path>:{layer}'")
     onnx = _onnx_modules(model)
-    removed = [n for n, m in onnx if layer in getattr(m, "_removed", ())]
+    removed = [n for n, m in onnx if layer in m.folded_values]
     if removed:
         raise KeyError(f"layer {layer!r} was folded away (BatchNorm folded into its convolution) in {removed}; "
                        "take the BatchNorm output's name, or import the backbone with frozen=False")
@@ -131,12 +124,10 @@ class LayerCapture:
     def __init__(self, model, layer, detach=True):
         self.layer, self.detach, self.activation = layer, detach, None
         kind, mod, value = find_layer(model, layer)
-        self._module = mod
         if kind == "module":
             self._handle = mod.register_forward_hook(lambda m, inputs, out: self._swap(out))
         else:
-            self._handle = None
-            self._wrap_onnx(mod, value)
+            self._handle = mod.register_value_hook(value, self._swap)
 
     def _swap(self, a):
         if not isinstance(a, Tensor):
@@ -148,39 +139,8 @@ class LayerCapture:
         self.activation = a
         return a
 
-    def _wrap_onnx(self, m, value):
-        """Run the ONNX graph up to ``value``, swap it, then run the rest from it (the nodes
-        downstream read the swapped tensor). Values upstream that a later node also needs (a skip
-        connection around ``value``) are recomputed in the second part."""
-        original = m.forward
-        capture = self
-
-        def forward(*inputs, taps=None):
-            if taps is not None:
-                targets = [taps] if isinstance(taps, str) else list(taps)
-            else:
-                targets = list(m.outputs) if m.outputs is not None else list(m.output_names)
-            if capture.detach:
-                with no_grad():
-                    a = original(*inputs, taps=[value])[0]
-            else:
-                a = original(*inputs, taps=[value])[0]
-            a = capture._swap(a)
-            feeds = m._feeds(inputs)
-            feeds[value] = a
-            with enable_grad():   # the caller may run the trunk under no_grad when nothing upstream trains
-                vals = m._run(feeds, tuple(targets))
-            if taps is None and m.outputs is None and len(targets) == 1:
-                return vals[0]
-            return vals
-
-        object.__setattr__(m, "forward", forward)
-
     def remove(self):
-        if self._handle is not None:
-            self._handle.remove()
-        else:
-            self._module.__dict__.pop("forward", None)
+        self._handle.remove()
 
     def __enter__(self):
         return self
@@ -256,6 +216,18 @@ def _alphas(model, x, layer, target, grad_norm, encode):
     return alphas, dims, single, a
 
 
+def map_activation(m, activation):
+    """|M| (``"abs"``), max(M, 0) (``"relu"``) or M (None), for a Tensor (differentiable) or an array."""
+    if activation not in ("abs", "relu", None):
+        raise ValueError(f"attention maps: activation must be 'abs', 'relu' or None, got {activation!r}")
+    if activation is None:
+        return m
+    if isinstance(m, Tensor):
+        return F.abs(m) if activation == "abs" else F.relu(m)
+    xp = get_array_module(m)
+    return xp.abs(m) if activation == "abs" else xp.maximum(m, 0)
+
+
 def attention_maps(model, x, layer, target="sum", activation="abs", grad_norm="image", size=None,
                    encode=None, differentiable=False, align_corners=False):
     """Gradient attention maps of the latent mean of ``model`` for images ``x`` (N x C x H x W).
@@ -287,12 +259,7 @@ def attention_maps(model, x, layer, target="sum", activation="abs", grad_norm="i
         m = maps[0] if len(maps) == 1 else F.cat(maps, 1)
         if size is not False and tuple(m.shape[2:]) != tuple(size):
             m = F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=align_corners)
-        if activation == "abs":
-            m = F.abs(m)
-        elif activation == "relu":
-            m = F.relu(m)
-        elif activation is not None:
-            raise ValueError(f"attention_maps: activation must be 'abs', 'relu' or None, got {activation!r}")
+        m = map_activation(m, activation)
         if target == "mean":
             return m.mean(1)
         return m[:, 0] if single else m
@@ -301,12 +268,7 @@ def attention_maps(model, x, layer, target="sum", activation="abs", grad_norm="i
         n, k = m.shape[:2]
         m = upsample(m.reshape(n * k, *m.shape[2:]), tuple(size), align_corners=align_corners)
         m = m.reshape(n, k, *m.shape[1:])
-    if activation == "abs":
-        m = xp.abs(m)
-    elif activation == "relu":
-        m = xp.maximum(m, 0)
-    elif activation is not None:
-        raise ValueError(f"attention_maps: activation must be 'abs', 'relu' or None, got {activation!r}")
+    m = map_activation(m, activation)
     if target == "mean":
         return m.mean(axis=1)
     return m[:, 0] if single else m
@@ -315,15 +277,28 @@ def attention_maps(model, x, layer, target="sum", activation="abs", grad_norm="i
 # ---------------------------------------------------------------------------------------------
 # VAEs
 # ---------------------------------------------------------------------------------------------
-def _reparameterize(mu, logvar, training):
-    if not training:
+def reparameterize(mu, logvar, sample=True):
+    """z = mu + exp(logvar / 2) eps, eps ~ N(0, I) from npad's generator (the reparametrisation trick:
+    z ~ q(z|x) with a gradient to mu and logvar); z = mu when not ``sample``."""
+    if not sample:
         return mu
     from ..tensor import randn
-    eps = randn(*mu.shape, dtype=mu.dtype, device=mu.device)
-    return mu + F.exp(logvar * 0.5) * eps
+    return mu + F.exp(logvar * 0.5) * randn(*mu.shape, dtype=mu.dtype, device=mu.device)
 
 
-class ConvVAE(Module):
+class _VAE(Module):
+    """``forward(x)`` -> (recon, mu, logvar): ``encode``, z = mu + sigma eps in training mode (z = mu in
+    eval mode), ``decoder``."""
+
+    def decode(self, z):
+        return self.decoder(z)
+
+    def forward(self, x):
+        mu, logvar = self.encode(x)
+        return self.decode(reparameterize(mu, logvar, self.training)), mu, logvar
+
+
+class ConvVAE(_VAE):
     """The MNIST-size VAE of the authors' code (for ``size`` x ``size`` images, size % 4 == 0):
     encoder Conv(c, 64, 4, 2, 1) - ReLU - Conv(64, 128, 4, 2, 1) - ReLU - Flatten -
     Linear(128 (size/4)^2, hidden) - ReLU; heads ``fc1`` (mu) and ``fc2`` (log-var);
@@ -349,13 +324,6 @@ class ConvVAE(Module):
         h = self.encoder(x)
         return self.fc1(h), self.fc2(h)
 
-    def decode(self, z):
-        return self.decoder(z)
-
-    def forward(self, x):
-        mu, logvar = self.encode(x)
-        return self.decode(_reparameterize(mu, logvar, self.training)), mu, logvar
-
 
 class OnnxTrunk(Module):
     """A pretrained backbone (npad.backbones, through the ONNX importer) returning one feature
@@ -373,7 +341,7 @@ class OnnxTrunk(Module):
         return self.fx(x)[0]
 
 
-class TrunkVAE(Module):
+class TrunkVAE(_VAE):
     """The MVTec VAE: pretrained trunk, linear heads to the latent, transposed-convolution decoder
     with BatchNorm up to ``size`` (a power of two times 4). See the module docstring."""
 
@@ -412,13 +380,6 @@ class TrunkVAE(Module):
         h = F.mean(h, (2, 3)) if self.head == "pool" else self.neck(h)
         return self.fc_mu(h), self.fc_logvar(h)
 
-    def decode(self, z):
-        return self.decoder(z)
-
-    def forward(self, x):
-        mu, logvar = self.encode(x)
-        return self.decode(_reparameterize(mu, logvar, self.training)), mu, logvar
-
 
 def vae_loss(recon, x, mu, logvar):
     """Negative ELBO per image: BCE summed over pixels + KL(q(z|x) || N(0, I)), batch mean
@@ -431,44 +392,32 @@ def _trainable(model):
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def fit_vae(model, data, epochs=10, lr=1e-3, batch_size=128, seed=0, quiet=None, desc="VAE epochs"):
+def fit_vae(model, data, epochs=10, lr=1e-3, batch_size=128, seed=0, quiet=None, desc="VAE epochs", history=None):
     """Train ``model`` (forward -> (recon, mu, logvar)) with Adam on ``data``: an N x C x H x W
-    array in [0, 1] or a dataset of dicts with "image". Returns the per-epoch mean negative ELBO."""
+    array in [0, 1] or a dataset of dicts with "image". Returns the per-epoch mean negative ELBO;
+    ``history`` (a dict) receives the whole training history (``npad.methods.base.train_loop``)."""
     manual_seed(seed)
     opt = Adam(_trainable(model), lr=lr)
     rng = numpy.random.default_rng(seed)
     if hasattr(data, "shape"):
         arr = numpy.asarray(data, numpy.float32)
 
-        def batches():
+        def batches(epoch):
             perm = rng.permutation(len(arr))
-            for i in range(0, len(arr), batch_size):
-                yield arr[perm[i:i + batch_size]]
+            return (arr[perm[i:i + batch_size]] for i in range(0, len(arr), batch_size))
     else:
         loader = DataLoader(data, batch_size=batch_size, shuffle=True, seed=seed, prefetch=2)
 
-        def batches():
-            for b in loader:
-                yield b["image"]
-    model.train()
-    losses = []
-    bar = progress(range(epochs), desc=desc, unit="epoch", quiet=quiet)
-    for _ in bar:
-        tot, cnt = 0.0, 0
-        for xb in batches():
-            x = Tensor(xb)
-            recon, mu, logvar = model(x)
-            loss = vae_loss(recon, x, mu, logvar)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            tot += loss.item() * len(xb)
-            cnt += len(xb)
-        losses.append(tot / max(cnt, 1))
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{losses[-1]:.2f}")
-    model.eval()
-    return losses
+        def batches(epoch):
+            return (b["image"] for b in loader)
+
+    def step(xb):
+        x = Tensor(xb)
+        recon, mu, logvar = model(x)
+        return backward_step(opt, vae_loss(recon, x, mu, logvar)), len(xb)
+
+    history = train_loop(step, batches, epochs, opt, modules=[model], desc=desc, quiet=quiet, history=history)
+    return history["loss"]
 
 
 @no_grad()
@@ -479,8 +428,8 @@ def negative_elbo(model, x, batch_size=64):
     for i in range(0, len(x), batch_size):
         xb = Tensor(numpy.asarray(x[i:i + batch_size], numpy.float32))
         recon, mu, logvar = model(xb)
-        bce = -(xb * F.log(F.clamp(recon, 1e-12, 1)) + (1 - xb) * F.log(F.clamp(1 - recon, 1e-12, 1)))
-        kl = -0.5 * (1 + logvar - mu * mu - F.exp(logvar))
+        bce = F.binary_cross_entropy(recon, xb, reduction="none")
+        kl = F.kl_normal(mu, logvar, reduction="none")
         out.append(to_cpu(bce.data).reshape(len(xb), -1).sum(1) + to_cpu(kl.data).sum(1))
     return numpy.concatenate(out)
 
@@ -567,9 +516,8 @@ class VAEAttention(AnomalyModel):
     def _fit(self, dataset, quiet=None):
         c = self.config
         ds = dataset if hasattr(dataset, "shape") else self._with_transform(dataset, train=True)
-        t0 = time.perf_counter()
-        losses = fit_vae(self.vae, ds, c["epochs"], c["lr"], c["batch_size"], c["seed"], quiet=quiet)
-        self.history = dict(loss=losses, train_seconds=time.perf_counter() - t0)
+        self.history = {}
+        fit_vae(self.vae, ds, c["epochs"], c["lr"], c["batch_size"], c["seed"], quiet=quiet, history=self.history)
         return self
 
     def attention(self, images, **kw):

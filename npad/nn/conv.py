@@ -7,38 +7,58 @@ from . import init
 from .module import Module, Parameter
 
 
+def _ntuple(v, n):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+
+
 def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    return _ntuple(v, 2)
 
 
-class Conv2d(Module):
-    """y = conv2d(x, weight, bias); weight out x in/groups x KH x KW, PyTorch's default initialisation."""
+class _ConvNd(Module):
+    """y = conv(x, weight, bias) over ``n`` spatial axes; weight out x in/groups x kernel_size,
+    PyTorch's default initialisation; padding_mode other than "zeros" pads with F.pad first."""
+
+    n = 2
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, padding_mode="zeros"):
         super().__init__()
+        name = type(self).__name__
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"Conv2d: in_channels {in_channels} and out_channels {out_channels} must be "
+            raise ValueError(f"{name}: in_channels {in_channels} and out_channels {out_channels} must be "
                              f"divisible by groups {groups}")
         if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
-            raise ValueError(f"Conv2d: padding_mode {padding_mode!r} is not supported")
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, _pair(kernel_size)
-        self.stride, self.dilation, self.groups, self.padding_mode = _pair(stride), _pair(dilation), groups, padding_mode
-        self.padding = padding if isinstance(padding, str) else _pair(padding)
+            raise ValueError(f"{name}: padding_mode {padding_mode!r} is not supported")
+        n = self.n
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, _ntuple(kernel_size, n)
+        self.stride, self.dilation, self.groups = _ntuple(stride, n), _ntuple(dilation, n), groups
+        self.padding = padding if isinstance(padding, str) else _ntuple(padding, n)
+        self.padding_mode = padding_mode
         self.weight = Parameter(empty(out_channels, in_channels // groups, *self.kernel_size))
         self.bias = Parameter(empty(out_channels)) if bias else None
         init.default_init_(self.weight, self.bias)
 
     def forward(self, x):
-        if self.padding_mode != "zeros" and not isinstance(self.padding, str):
-            ph, pw = self.padding
-            x = F.pad(x, (pw, pw, ph, ph), mode=self.padding_mode)
-            return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        conv, padding = (F.conv1d if self.n == 1 else F.conv2d), self.padding
+        if self.padding_mode != "zeros" and not isinstance(padding, str):
+            x = F.pad(x, [p for p in reversed(padding) for _ in (0, 1)], mode=self.padding_mode)  # last axis first
+            padding = 0
+        return conv(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, bias={self.bias is not None}")
+
+
+class Conv1d(_ConvNd):
+    """y = conv1d(x, weight, bias); x B x C x L, weight out x in/groups x K."""
+    n = 1
+
+
+class Conv2d(_ConvNd):
+    """y = conv2d(x, weight, bias); x B x C x H x W, weight out x in/groups x KH x KW."""
+    n = 2
 
 
 class ConvTranspose2d(Module):
@@ -110,20 +130,33 @@ class _Norm(Module):
                 f"track_running_stats={self.track_running_stats}")
 
 
-class BatchNorm2d(_Norm):
+class _BatchNorm(_Norm):
     """Per-channel batch normalisation; buffers running_mean, running_var, num_batches_tracked."""
+
+    dims = (4,)  # the input ranks this layer takes
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, track_running_stats=True):
         super().__init__(num_features, eps, momentum, affine, track_running_stats)
 
     def forward(self, x):
-        if x.ndim != 4:
-            raise ValueError(f"BatchNorm2d: expected a 4-D input, got shape {tuple(x.shape)}")
+        if x.ndim not in self.dims:
+            raise ValueError(f"{type(self).__name__}: expected a {' or '.join(f'{d}-D' for d in self.dims)} "
+                             f"input, got shape {tuple(x.shape)}")
         m = self._momentum()
         batch_stats = self.training or not self.track_running_stats
         return F.batch_norm(x, self.running_mean if not self.training or self.track_running_stats else None,
                             self.running_var if not self.training or self.track_running_stats else None,
                             self.weight, self.bias, batch_stats, m, self.eps)
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of B x C or B x C x L inputs (statistics over B, and L)."""
+    dims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of B x C x H x W inputs (statistics over B, H, W)."""
+    dims = (4,)
 
 
 class InstanceNorm2d(_Norm):

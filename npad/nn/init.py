@@ -106,3 +106,31 @@ def default_init_(weight, bias=None):
     if bias is not None:
         b = 1 / math.sqrt(_fans(weight)[0])
         uniform_(bias, -b, b)
+
+
+def he_normal_(module, a=0.0, generator=None):
+    """He-normal start of every parameter of ``module`` (He et al. 2015): weights (2 or more
+    dimensions) ~ N(0, 2 / ((1 + a^2) fan_in)) for LeakyReLU(a) (a = 0: ReLU), everything else 0.
+
+    fan_in counts the inputs that reach one output: in x k... for Linear / Conv weights (out x in x
+    k...); C_in k^2 / (stride_h stride_w) for a ConvTranspose2d weight (C_in x C_out x k x k), whose
+    outputs each see only every stride-th input (PyTorch's fan for it would be C_out k^2). The
+    signal then keeps its scale through a network without normalisation. ``generator``: a NumPy
+    Generator or seed to draw from (default: npad's generator), drawn in ``named_parameters`` order."""
+    from .conv import ConvTranspose2d
+    rng = get_rng() if generator is None else numpy.random.default_rng(generator)
+    gain2 = 2.0 / (1 + a * a)
+    seen = set()
+    for m in module.modules():
+        for name, p in m._parameters.items():
+            if p is None or id(p) in seen:
+                continue
+            seen.add(id(p))
+            if p.ndim < 2:
+                zeros_(p)
+                continue
+            fan_in = math.prod(p.shape[1:])
+            if isinstance(m, ConvTranspose2d) and name == "weight":
+                fan_in = p.shape[0] * math.prod(p.shape[2:]) / (m.stride[0] * m.stride[1])
+            _fill(p, rng.standard_normal(p.shape) * math.sqrt(gain2 / (fan_in or 1)))
+    return module

@@ -1,4 +1,4 @@
-"""Basic layers: Linear, containers, Dropout, Embedding, LayerNorm, activations."""
+"""Basic layers: Linear, containers (Sequential, ModuleList, ModuleDict), Dropout, Embedding, LayerNorm, activations."""
 from collections import OrderedDict
 
 from .. import functional as F
@@ -88,6 +88,49 @@ class ModuleList(Module):
 
     def __iter__(self):
         return iter(self._modules.values())
+
+
+class ModuleDict(Module):
+    """An ordered dict of modules, registered under their keys (state_dict names "key.weight")."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        if modules is not None:
+            self.update(modules)
+
+    def __getitem__(self, key):
+        return self._modules[key]
+
+    def __setitem__(self, key, module):
+        self.add_module(key, module)
+
+    def __delitem__(self, key):
+        del self._modules[key]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, key):
+        return key in self._modules
+
+    def keys(self):
+        return self._modules.keys()
+
+    def values(self):
+        return self._modules.values()
+
+    def items(self):
+        return self._modules.items()
+
+    def update(self, modules):
+        for key, m in (modules.items() if hasattr(modules, "items") else modules):
+            self.add_module(key, m)
+
+    def pop(self, key):
+        return self._modules.pop(key)
 
 
 class Dropout(Module):

@@ -9,7 +9,7 @@ from collections import OrderedDict
 import numpy
 
 from ..backend import device_xp, get_array_module
-from ..tensor import Tensor
+from ..tensor import Tensor, _device_dtype
 
 
 class Parameter(Tensor):
@@ -207,6 +207,13 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
+    def apply(self, fn):
+        """Call ``fn(module)`` on every submodule, then on self (as torch, e.g. to initialise weights)."""
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
+        return self
+
     def _apply(self, fn):
         for t in list(self.parameters()) + list(self.buffers()):
             t.data = fn(t.data)
@@ -214,8 +221,10 @@ class Module:
                 t.grad = None
         return self
 
-    def to(self, device=None, dtype=None):
-        """Move parameters and buffers to ``device`` and/or cast floating ones to ``dtype``, in place."""
+    def to(self, *args, device=None, dtype=None):
+        """Move parameters and buffers to a device and/or cast floating ones to a dtype, in place:
+        ``to("cuda")``, ``to(npad.float64)``, ``to(device=..., dtype=...)``."""
+        device, dtype = _device_dtype(args, device, dtype)
         if device is not None:
             xp = device_xp(device)
             self._apply(lambda a: a.get() if xp is numpy and hasattr(a, "get") else xp.asarray(a))

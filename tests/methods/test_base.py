@@ -223,8 +223,8 @@ def _replace(group, key, data=None):
     if data is None:
         group.attrs["npad_keys"] = json.dumps([k for k in json.loads(group.attrs["npad_keys"]) if k != key])
     else:
-        group.create_dataset(key, data=data)
-        if isinstance(data, str):
+        group.create_dataset(key, data=np.bytes_(data.encode()) if isinstance(data, str) else data)
+        if isinstance(data, str):                        # as npad.io writes text
             group[key].attrs["npad_unicode"] = True
 
 

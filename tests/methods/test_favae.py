@@ -7,8 +7,9 @@ import numpy
 import pytest
 
 from npad.metrics import auroc
-from npad.methods.favae import (FAVAE, ConvVAE, ToyDataset, gaussian_nll_map, kl_per_image, toy_samples,
-                                TOY_SIGMA_N)
+from npad.data.toy import SIGMA_N, ToyDataset, toy_samples
+from npad.methods.favae import FAVAE
+from npad.methods.favae_model import ConvVAE, gaussian_nll_map, kl_per_image
 from npad.tensor import Tensor, no_grad
 
 TOY = dict(features="none", mode="object", samples_per_epoch=320, batch_size=16, lr=3e-3, width=0.25,
@@ -59,7 +60,7 @@ def toy_vae():
 def test_gamma_reaches_noise_level_on_toy_normal_data(toy_vae):
     """Appendix B: the learned decoder std of the gamma-VAE converges to the data noise sigma_n."""
     m = toy_vae
-    assert abs(m.gamma / TOY_SIGMA_N - 1) < 0.2, m.gamma
+    assert abs(m.gamma / SIGMA_N - 1) < 0.2, m.gamma
     assert m.history["loss"][-1] < m.history["loss"][0] - 3      # a short fit lowers the loss
 
 

@@ -182,7 +182,7 @@ def test_onnx_encoder_value_by_name(frozen):
     np.testing.assert_allclose(attention_maps(model, x, "trunk:c2"), want, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(attention_maps(model, x, "trunk:c1"), attention_maps(ref, x, "encoder.0"),
                                rtol=1e-9, atol=1e-12)
-    assert "forward" not in trunk.__dict__                      # the wrapper is removed
+    assert not trunk._value_hooks                                # the value hook is removed
     assert not [p for p in model.parameters() if p.grad is not None]
     d = attention_maps(model, x, "c2", differentiable=True)
     np.testing.assert_allclose(d.numpy(), want, rtol=1e-9, atol=1e-12)
@@ -260,3 +260,17 @@ def test_trunk_vae_on_the_imported_backbone():
     inner = attention_maps(model, x, "trunk.fx.model:stage6", target=[0, 3])
     assert inner.shape == (2, 2, 64, 64) and np.isfinite(inner).all() and inner.max() > 0
     assert not [p for p in model.parameters() if p.grad is not None]
+
+
+def test_map_activation_and_reparameterize():
+    from npad.methods.vae_attention import map_activation, reparameterize
+    m = np.array([[-2.0, 0.5]], np.float32)
+    np.testing.assert_array_equal(map_activation(m, "abs"), [[2.0, 0.5]])
+    np.testing.assert_array_equal(map_activation(Tensor(m), "relu").data, [[0.0, 0.5]])
+    assert map_activation(m, None) is m
+    with pytest.raises(ValueError, match="activation must be 'abs', 'relu' or None, got 'sigmoid'"):
+        map_activation(m, "sigmoid")
+    mu, logvar = Tensor(np.full((20000, 2), 3.0, np.float32)), Tensor(np.log(np.full((20000, 2), 4.0, np.float32)))
+    assert reparameterize(mu, logvar, sample=False) is mu
+    z = reparameterize(mu, logvar).data
+    assert abs(z.mean() - 3.0) < 0.05 and abs(z.std() - 2.0) < 0.05

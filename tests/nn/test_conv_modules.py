@@ -133,3 +133,26 @@ def test_modules_double(cls, args):
     m = cls(*args).double()
     assert m.weight.dtype == numpy.float64
     assert m(Tensor(numpy.zeros((1, 3, 5, 5)))).dtype == numpy.float64
+
+
+def test_conv1d_and_batchnorm1d_modules():
+    conv = nn.Conv1d(3, 4, 5, stride=2, padding=2, groups=1)
+    assert conv.weight.shape == (4, 3, 5) and list(conv.state_dict()) == ["weight", "bias"]
+    assert abs(conv.weight.numpy()).max() <= 1 / numpy.sqrt(15)            # PyTorch's default bound
+    x = _x(2, 3, 11)
+    y = conv(x)
+    assert y.shape == (2, 4, 6)
+    ref = F.conv2d(x.unsqueeze(2), conv.weight.unsqueeze(2), conv.bias, (1, 2), (0, 2)).squeeze(2)
+    numpy.testing.assert_allclose(y.numpy(), ref.numpy(), rtol=1e-6)
+    assert nn.Conv1d(3, 2, 3, padding="same", padding_mode="reflect", bias=False)(x).shape == (2, 2, 11)
+    assert nn.Conv1d(3, 2, 3, padding=1, padding_mode="circular")(x).shape == (2, 2, 11)
+    bn = nn.BatchNorm1d(4)
+    z = bn(y)
+    numpy.testing.assert_allclose(z.numpy().mean((0, 2)), 0, atol=1e-5)
+    assert bn(y.mean(-1)).shape == (2, 4) and int(bn.num_batches_tracked.item()) == 2
+    with pytest.raises(ValueError, match=r"BatchNorm1d: expected a 2-D or 3-D input, got shape \(2, 4, 6, 1\)"):
+        bn(y.unsqueeze(-1))
+    with pytest.raises(ValueError, match=r"BatchNorm2d: expected a 4-D input"):
+        nn.BatchNorm2d(4)(y)
+    with pytest.raises(ValueError, match="conv1d: expected 3-D input"):
+        conv(x.unsqueeze(0))

@@ -101,3 +101,34 @@ def test_mlp_learns_xor_like_problem(make_opt):
         opt.step()
     acc = ((m(xt).numpy() > 0) == (y > 0.5)).mean()
     assert acc > 0.95, acc
+
+
+def test_module_dict_and_apply():
+    d = nn.ModuleDict({"enc": nn.Linear(3, 4)})
+    d["dec"] = nn.Sequential(nn.ReLU(), nn.Linear(4, 2))
+    d.update([("head", nn.Linear(2, 1))])
+    assert list(d) == ["enc", "dec", "head"] and len(d) == 3 and "dec" in d
+    assert list(d.state_dict()) == ["enc.weight", "enc.bias", "dec.1.weight", "dec.1.bias", "head.weight", "head.bias"]
+    assert len(list(d.parameters())) == 6 and [k for k, _ in d.items()] == list(d.keys())
+    order = []
+    d.apply(lambda m: order.append(type(m).__name__))      # children first, then the module itself
+    assert order == ["Linear", "ReLU", "Linear", "Sequential", "Linear", "ModuleDict"]
+
+    def init(m):
+        if isinstance(m, nn.Linear):
+            nn.init.zeros_(m.bias)
+    d.apply(init)
+    assert all((m.bias.numpy() == 0).all() for m in d.modules() if isinstance(m, nn.Linear))
+    assert isinstance(d.pop("head"), nn.Linear) and len(d) == 2
+
+
+def test_loss_modules_hold_their_options():
+    w = npad.tensor([1.0, 2.0, 0.5])
+    ce = nn.CrossEntropyLoss(weight=w, ignore_index=1, label_smoothing=0.1)
+    assert list(ce.state_dict()) == ["weight"] and ce.weight is w      # a buffer, as PyTorch
+    x, t = npad.randn(4, 3), npad.tensor([0, 1, 2, 2])
+    assert ce(x, t).item() == pytest.approx(F.cross_entropy(x, t, w, 1, "mean", 0.1).item())
+    assert list(nn.MSELoss().state_dict()) == [] and repr(nn.L1Loss(reduction="sum")) == "L1Loss(reduction='sum')"
+    y = npad.rand(4, 3)
+    assert nn.BCEWithLogitsLoss(reduction="none")(x, y).shape == (4, 3)
+    assert nn.NLLLoss()(F.log_softmax(x, 1), t).item() == pytest.approx(F.cross_entropy(x, t).item())

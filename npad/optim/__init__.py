@@ -1,11 +1,13 @@
-"""Optimizers, learning-rate schedules and gradient clipping (torch.optim names).
+"""Optimizers and gradient clipping (torch.optim names); learning-rate schedules in
+``npad.optim.lr_scheduler`` (also reachable here, as ``npad.optim.StepLR``).
 
 Updates work in place on the parameters' arrays, one vectorised expression per
 parameter; ``state_dict()`` / ``load_state_dict()`` let training resume.
 """
 import math
 
-from .backend import get_array_module, to_cpu
+from ..backend import get_array_module, to_cpu
+from ..tensor import mark_modified
 
 
 class Optimizer:
@@ -39,6 +41,7 @@ class Optimizer:
     def step(self):
         for group, p, grad in self._params_with_grad():
             self._update(group, p, grad, self.state.setdefault(id(p), {}))
+            mark_modified(p)  # a graph recorded before this step cannot backward through p any more
 
     def _update(self, group, p, grad, state):
         raise NotImplementedError
@@ -160,74 +163,4 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0):
     return total
 
 
-# ---- learning-rate schedules --------------------------------------------------------
-class LRScheduler:
-    """Sets each group's lr to base_lr * factor(epoch) on every ``step()``."""
-
-    def __init__(self, optimizer):
-        self.optimizer = optimizer
-        self.base_lrs = [g.setdefault("initial_lr", g["lr"]) for g in optimizer.param_groups]
-        self.last_epoch = 0
-        self._set()
-
-    def factor(self, epoch):
-        raise NotImplementedError
-
-    def lr_at(self, base_lr, epoch):
-        return base_lr * self.factor(epoch)
-
-    def _set(self):
-        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
-            g["lr"] = self.lr_at(base, self.last_epoch)
-
-    def step(self):
-        self.last_epoch += 1
-        self._set()
-
-    def get_last_lr(self):
-        return [g["lr"] for g in self.optimizer.param_groups]
-
-    def state_dict(self):
-        return {"last_epoch": self.last_epoch, "base_lrs": list(self.base_lrs)}
-
-    def load_state_dict(self, state):
-        self.last_epoch, self.base_lrs = state["last_epoch"], list(state["base_lrs"])
-        self._set()
-
-
-class LambdaLR(LRScheduler):
-    """lr = base_lr * lr_lambda(epoch)"""
-
-    def __init__(self, optimizer, lr_lambda):
-        self.lr_lambda = lr_lambda
-        super().__init__(optimizer)
-
-    def factor(self, epoch):
-        return self.lr_lambda(epoch)
-
-
-class StepLR(LRScheduler):
-    """lr = base_lr * gamma ** (epoch // step_size)"""
-
-    def __init__(self, optimizer, step_size, gamma=0.1):
-        self.step_size, self.gamma = step_size, gamma
-        super().__init__(optimizer)
-
-    def factor(self, epoch):
-        return self.gamma ** (epoch // self.step_size)
-
-
-class CosineAnnealingLR(LRScheduler):
-    """lr = eta_min + (base_lr - eta_min) (1 + cos(pi t / T_max)) / 2, after a linear warm-up
-    from warmup_start_factor * base_lr over ``warmup`` steps (warmup=0: torch's CosineAnnealingLR)."""
-
-    def __init__(self, optimizer, T_max, eta_min=0.0, warmup=0, warmup_start_factor=0.0):
-        self.T_max, self.eta_min, self.warmup, self.start = T_max, eta_min, warmup, warmup_start_factor
-        super().__init__(optimizer)
-
-    def lr_at(self, base_lr, epoch):
-        t = min(epoch, self.T_max)
-        lr = self.eta_min + (base_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
-        if epoch < self.warmup:
-            return lr * (self.start + (1 - self.start) * epoch / self.warmup)
-        return lr
+from .lr_scheduler import LRScheduler, LambdaLR, StepLR, CosineAnnealingLR  # noqa: E402,F401  (as torch.optim.*)

@@ -1,0 +1,224 @@
+"""npad.kernels: every fast conv2d kernel equals the reference (npad/functional/conv.py, itself checked
+by central differences in tests/functional/test_conv.py) on the shapes it claims, forward and every
+gradient; the dispatch picks the kernel we expect, and the reference runs when asked or when the
+kernels are gone."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy
+import pytest
+
+import npad
+import npad.functional as F
+from npad import Tensor, kernels
+from npad.kernels import cpu
+
+rng = numpy.random.default_rng(0)
+
+CASES = [
+    # (kernel, B, C, H, W, O, (KH, KW), stride, padding, dilation, groups, channels-last input)
+    ("Pointwise", 2, 5, 7, 9, 6, (1, 1), 1, 0, 1, 1, False),
+    ("Pointwise", 3, 5, 7, 9, 6, (1, 1), 1, 0, 1, 1, True),
+    ("Pointwise", 1, 3, 5, 5, 2, (1, 1), 1, 0, 1, 1, True),           # batch 1
+    ("KernelRows", 2, 3, 7, 8, 4, (3, 3), 1, 1, 1, 1, False),
+    ("KernelRows", 3, 4, 9, 7, 5, (3, 3), 1, 1, 1, 1, True),
+    ("KernelRows", 1, 3, 8, 11, 2, (5, 3), 1, (2, 0), (2, 1), 1, False),   # dilated, no horizontal padding
+    ("KernelRows", 2, 2, 6, 7, 3, (2, 2), 1, "same", (1, 2), 1, False),    # even kernel, padding at the end
+    ("KernelRows", 2, 3, 7, 6, 3, (3, 1), 1, ((2, 0), (1, 3)), 1, 1, True),  # asymmetric
+    ("KernelRows", 1, 4, 6, 6, 3, (3, 3), 1, 0, 1, 1, True),          # no padding: no copy of the input
+    ("Depthwise", 2, 6, 7, 8, 6, (3, 3), 1, 1, 1, 6, False),
+    ("Depthwise", 3, 6, 9, 9, 6, (3, 3), 2, 1, 1, 6, True),
+    ("Depthwise", 1, 5, 11, 13, 5, (5, 3), 3, (1, 2), 2, 5, False),    # stride 3, dilated: empty phase cells
+    ("Depthwise", 2, 4, 8, 9, 4, (3, 3), (1, 2), (2, 1), (2, 3), 4, True),
+    ("Depthwise", 2, 300, 5, 8, 300, (3, 3), 1, 1, 1, 300, True),     # blocks of J < Wo pixels
+    ("Depthwise", 2, 4, 6, 7, 4, (3, 3), 1, 0, 2, 4, False),         # output smaller than the padded input
+    ("Im2colGemm", 2, 3, 9, 8, 4, (3, 3), 2, 1, 1, 1, False),
+    ("Im2colGemm", 3, 4, 11, 10, 5, (3, 3), 3, 1, 1, 1, True),
+    ("Im2colGemm", 1, 3, 9, 11, 2, (3, 2), (1, 2), 1, (2, 1), 1, False),
+    ("Im2colGemm", 2, 4, 7, 7, 3, (1, 1), 2, 0, 1, 1, True),          # 1x1, stride 2
+    ("Im2colGemm", 2, 4, 5, 6, 3, (1, 1), 1, 1, 1, 1, False),         # 1x1 with padding
+    ("Im2colGemm", 2, 3, 5, 9, 4, (1, 3), 1, (0, 1), 1, 1, False),    # one kernel row
+    (None, 2, 4, 7, 6, 6, (3, 3), 1, 1, 1, 2, False),                 # grouped: the reference
+    (None, 2, 3, 7, 6, 6, (3, 3), 2, 1, 1, 3, True),                  # depthwise with multiplier 2
+]
+
+
+def _rand(*shape):
+    return rng.standard_normal(shape)
+
+
+def _channels_last(a):
+    return numpy.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def _run(reference, x, w, b, gy, args, grads=(True, True, True)):
+    """y, dX, dW, db of conv2d (None where not asked) and the kernel that ran, under use_reference(reference)."""
+    with kernels.use_reference(reference):
+        xt, wt = Tensor(x, requires_grad=grads[0]), Tensor(w, requires_grad=grads[1])
+        bt = None if b is None else Tensor(b, requires_grad=grads[2])
+        y = F.conv2d(xt, wt, bt, *args)
+        kernel = y._creator.kernel
+        y.backward(gy)
+    got = [y.data] + [None if t is None or t.grad is None else t.grad.data for t in (xt, wt, bt)]
+    return kernel, got
+
+
+def _assert_equal(got, ref, dtype):
+    tol = 1e-11 if dtype == numpy.float64 else 3e-5
+    for name, a, r in zip(("y", "dX", "dW", "db"), got, ref):
+        assert (a is None) == (r is None), name
+        if r is not None:
+            assert a.shape == r.shape and a.dtype == r.dtype, name
+            err = numpy.abs(a - r).max() / max(1.0, numpy.abs(r).max())
+            assert err <= tol, f"{name}: relative error {err:.2e}"
+
+
+@pytest.fixture(autouse=True)
+def _three_threads():
+    """Enough threads that every batch above is split."""
+    before = npad.get_num_threads()
+    npad.set_num_threads(3)
+    yield
+    npad.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", [numpy.float32, numpy.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_kernel_equals_reference(case, bias, dtype):
+    name, B, C, H, W, O, k, s, p, d, g, cl = case
+    x = rng.standard_normal((B, C, H, W)).astype(dtype)
+    w = rng.standard_normal((O, C // g) + k).astype(dtype)
+    b = rng.standard_normal(O).astype(dtype) if bias else None
+    if cl:
+        x = _channels_last(x)
+    with npad.no_grad():
+        shape = F.conv2d(Tensor(x), Tensor(w), None, s, p, d, g).shape
+    gy = rng.standard_normal(shape).astype(dtype)
+    gy = _channels_last(gy) if cl else gy
+    kernel, got = _run(False, x, w, b, gy, (s, p, d, g))
+    assert (type(kernel).__name__ if kernel else None) == name
+    none, ref = _run(True, x, w, b, gy, (s, p, d, g))
+    assert none is None
+    _assert_equal(got, ref, dtype)
+
+
+@pytest.mark.parametrize("grads", [(True, False), (False, True)], ids=["frozen-weight", "input-constant"])
+@pytest.mark.parametrize("case", [c for c in CASES if c[0]], ids=[c[0] for c in CASES if c[0]])
+def test_kernel_gives_only_the_gradients_asked(case, grads):
+    """A frozen weight keeps no im2col buffer; a constant input gets no dX."""
+    name, B, C, H, W, O, k, s, p, d, g, cl = case
+    x, w = rng.standard_normal((B, C, H, W)), rng.standard_normal((O, C // g) + k)
+    x = _channels_last(x) if cl else x
+    with npad.no_grad():
+        gy = rng.standard_normal(F.conv2d(Tensor(x), Tensor(w), None, s, p, d, g).shape)
+    kernel, got = _run(False, x, w, None, gy, (s, p, d, g), grads)
+    _, ref = _run(True, x, w, None, gy, (s, p, d, g), grads)
+    _assert_equal(got, ref, numpy.float64)
+    if not grads[1]:
+        assert all(getattr(kernel, a, None) is None for a in ("xm", "rows", "xh", "cols"))
+
+
+@pytest.mark.parametrize("stride", [1, 2], ids=["rows", "im2col"])
+def test_kept_buffer_survives_retain_graph(stride):
+    """Im2colGemm writes dX's columns into its kept im2col buffer, KernelRows frees it: not while the
+    graph is retained for another backward."""
+    x = npad.tensor(rng.standard_normal((2, 3, 7, 7)), requires_grad=True)
+    w = npad.tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True)
+    loss = (F.conv2d(x, w, stride=stride, padding=1) ** 2).sum()
+    loss.backward(retain_graph=True)
+    gx, gw = x.grad.numpy().copy(), w.grad.numpy().copy()
+    loss.backward()
+    numpy.testing.assert_allclose(x.grad.numpy(), 2 * gx, rtol=1e-12)
+    numpy.testing.assert_allclose(w.grad.numpy(), 2 * gw, rtol=1e-12)
+
+
+def test_threads_give_the_same_result():
+    """The kernels' threaded copies and einsums (parallel_over) give what one thread gives."""
+    from npad import backend
+    x = _rand(3, 5, 9, 8).astype("float32")
+    cases = ((_rand(4, 5, 3, 3), 1, 1), (_rand(5, 1, 3, 3), 5, 2), (_rand(4, 5, 3, 3), 1, 2))
+    before = backend.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            backend.set_num_threads(n)
+            res = []
+            for w, g, s in cases:
+                xt, wt = Tensor(x, requires_grad=True), Tensor(w.astype("float32"), requires_grad=True)
+                y = F.conv2d(xt, wt, stride=s, padding=1, groups=g)
+                y.backward(numpy.ones(y.shape, "float32"))
+                res += [numpy.array(t) for t in (y.data, getattr(xt.grad, "data", xt.grad), getattr(wt.grad, "data", wt.grad))]
+            outs.append(res)
+    finally:
+        backend.set_num_threads(before)
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            numpy.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-5)
+
+
+def test_tall_matmul_blocks_match_one_matmul():
+    a, b, bias = rng.standard_normal((5000, 7)), rng.standard_normal((7, 3)), rng.standard_normal(3)
+    for chunk in (1 << 19, 256 * 3 * 8, 1000):                  # one block; blocks of 256 rows, last short
+        numpy.testing.assert_allclose(cpu.tall_matmul(a, b, chunk_bytes=chunk), a @ b, rtol=1e-12)
+        numpy.testing.assert_allclose(cpu.tall_matmul(a, b, bias, chunk_bytes=chunk), a @ b + bias, rtol=1e-12)
+
+
+def test_threaded_helpers_match_the_reference():
+    from npad.functional import conv as reference
+    x = rng.standard_normal((3, 4, 5, 6))
+    pads = (1, 2, 0, 3)
+    numpy.testing.assert_array_equal(cpu.pad_nhwc(x, pads), reference.pad_nhwc(x, pads))
+    cols = rng.standard_normal((3, 4, 3, 2, 3, 5))
+    numpy.testing.assert_allclose(cpu.col2im(cols, (3, 9, 11, 5), (2, 3), (2, 1)),
+                                  reference.col2im(cols, (3, 9, 11, 5), (2, 3), (2, 1)), rtol=1e-14)
+
+
+def test_reference_switch(monkeypatch):
+    x, w = Tensor(rng.standard_normal((2, 3, 6, 6))), Tensor(rng.standard_normal((4, 3, 3, 3)))
+    kernel = lambda: F.conv2d(x, w, padding=1)._creator              # noqa: E731
+    with npad.enable_grad():
+        x.requires_grad = True
+        monkeypatch.delenv("NPAD_REFERENCE", raising=False)
+        assert kernel().kernel is not None
+        monkeypatch.setenv("NPAD_REFERENCE", "1")                    # read at every decision
+        assert kernel().kernel is None
+        with kernels.use_reference(False):
+            assert kernel().kernel is not None
+        assert kernel().kernel is None
+        monkeypatch.setenv("NPAD_REFERENCE", "0")
+        assert kernel().kernel is not None
+        with kernels.use_reference():
+            assert kernel().kernel is None and kernels.reference_only()
+        assert kernel().kernel is not None
+
+
+def test_everything_works_without_the_kernels():
+    """With npad/kernels/ gone (blocked from importing), conv2d runs the reference: same numbers."""
+    code = ("import sys; sys.modules['npad.kernels'] = None\n"
+            "import numpy, npad, npad.functional as F\n"
+            "x = npad.tensor(numpy.arange(2 * 3 * 36.).reshape(2, 3, 6, 6) / 100, requires_grad=True)\n"
+            "w = npad.tensor(numpy.arange(4 * 3 * 9.).reshape(4, 3, 3, 3) / 100, requires_grad=True)\n"
+            "y = F.conv2d(x, w, padding=1, stride=2); y.sum().backward()\n"
+            "assert y._creator.kernel is None\n"
+            "print(repr([float(y.data.sum()), float(x.grad.data.sum()), float(w.grad.data.sum())]))")
+    env = {k: v for k, v in os.environ.items() if k != "NPAD_REFERENCE"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    x = npad.tensor(numpy.arange(2 * 3 * 36.).reshape(2, 3, 6, 6) / 100, requires_grad=True)
+    w = npad.tensor(numpy.arange(4 * 3 * 9.).reshape(4, 3, 3, 3) / 100, requires_grad=True)
+    with kernels.use_reference(False):
+        y = F.conv2d(x, w, padding=1, stride=2)
+    y.sum().backward()
+    assert y._creator.kernel is not None
+    numpy.testing.assert_allclose(eval(out.stdout), [float(y.data.sum()), float(x.grad.data.sum()),
+                                                     float(w.grad.data.sum())], rtol=1e-12)
+
+
+def test_cupy_arrays_never_reach_a_numpy_kernel():
+    class FakeCupy:                                                   # not a numpy.ndarray
+        shape = (2, 3, 6, 6)
+    assert kernels.conv2d_kernel(FakeCupy(), numpy.zeros((4, 3, 3, 3)), (1, 1), (1, 1, 1, 1), (1, 1), 1, (6, 6)) is None

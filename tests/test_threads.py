@@ -1,0 +1,130 @@
+"""npad._threads: the thread pool, OpenBLAS thread counts, and tune_cpu as the only call that changes
+BLAS settings (checked in fresh interpreters, since OpenBLAS's state is process-wide)."""
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy
+import pytest
+
+from npad import _threads, backend
+
+ROOT = Path(__file__).resolve().parents[1]
+# what OpenBLAS reports in a fresh interpreter: environment, timeout, thread count of each library
+PROBE = """
+import json, os
+ENV0 = dict(os.environ)                                           # before npad is imported
+from npad import _threads
+def probe():
+    libs = _threads._openblas_libs()
+    fn = lambda name: [f() for f in (_threads._openblas_fn(lib, name) for lib in libs) if f]
+    return dict(env=dict(os.environ), timeout=fn("openblas_thread_timeout"),
+                threads=fn("openblas_get_num_threads"), tuned=_threads.cpu_tuned())
+"""
+
+
+def _fresh(code, **env):
+    """Run PROBE + code in a fresh interpreter from the repository root; its last line parsed as JSON."""
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    out = subprocess.run([sys.executable, "-c", PROBE + code], cwd=ROOT, env=dict(environ, **env),
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def _has_openblas():
+    return sys.platform == "linux" and "openblas" in str(numpy.show_config(mode="dicts")).lower()
+
+
+def test_import_and_threaded_conv_leave_blas_and_environment_alone():
+    r = _fresh("""
+before = probe()
+import numpy, npad, npad.functional as F
+npad.set_num_threads(2)
+x = npad.tensor(numpy.random.rand(4, 8, 9, 9).astype("float32"), requires_grad=True)
+w = npad.tensor(numpy.random.rand(8, 1, 3, 3).astype("float32"), requires_grad=True)
+F.conv2d(x, w, stride=2, padding=1, groups=8).sum().backward()     # depthwise: threaded einsums
+print(json.dumps(dict(env0=ENV0, before=before, after=probe(), pool=_threads._pool is not None)))
+""")
+    assert r["pool"], "the conv did not use npad's threads: the test checks nothing"
+    assert r["after"] == r["before"] and r["after"]["env"] == r["env0"] and not r["after"]["tuned"]
+    if _has_openblas():
+        assert r["before"]["timeout"] and r["before"]["threads"]
+
+
+def test_tune_cpu_sets_the_openblas_timeout_without_touching_the_environment():
+    r = _fresh("""
+import numpy, npad
+a = numpy.arange(40000.).reshape(200, 200) / 4e4
+ref = a @ a
+before = probe()
+done = npad.tune_cpu()
+after = probe()
+print(json.dumps(dict(before=before, after=after, done=done, again=npad.backend.tune_cpu(),
+                      same=bool(numpy.array_equal(a @ a, ref)))))
+""")
+    assert r["same"] and r["again"] == [] and r["after"]["tuned"] and not r["before"]["tuned"]
+    assert r["after"]["env"] == r["before"]["env"] and "OPENBLAS_THREAD_TIMEOUT" not in r["after"]["env"]
+    assert r["after"]["threads"] == r["before"]["threads"]
+    if _has_openblas():
+        assert len(r["done"]) >= 1
+        assert set(r["after"]["timeout"]) == {16} and set(r["before"]["timeout"]) == {0}
+
+
+def test_tune_cpu_keeps_a_timeout_the_user_set():
+    r = _fresh("import npad\nprint(json.dumps(dict(done=npad.tune_cpu(), after=probe())))",
+               OPENBLAS_THREAD_TIMEOUT="20")
+    assert r["done"] == [] and r["after"]["env"]["OPENBLAS_THREAD_TIMEOUT"] == "20" and r["after"]["tuned"]
+    if _has_openblas():
+        assert set(r["after"]["timeout"]) == {20}
+
+
+def test_parallel_over_covers_the_range_in_order():
+    before = backend.get_num_threads()
+    try:
+        backend.set_num_threads(3)
+        parts = backend.parallel_over(10, lambda s: list(range(10))[s])
+        assert sum(parts, []) == list(range(10)) and len(parts) == 3
+        assert [(s.start, s.stop) for s in backend.batch_slices(10)] == [(0, 3), (3, 6), (6, 10)]
+        assert backend.parallel_over(1, lambda s: (s.start, s.stop)) == [(0, 1)]
+        with pytest.raises(ValueError, match="at least one thread"):
+            backend.set_num_threads(0)
+    finally:
+        backend.set_num_threads(before)
+
+
+def test_thread_count_from_the_environment(monkeypatch):
+    monkeypatch.setattr(_threads, "_threads", None)
+    monkeypatch.setenv("NPAD_NUM_THREADS", "3")
+    assert backend.get_num_threads() == 3
+    monkeypatch.setattr(_threads, "_threads", None)
+    monkeypatch.setenv("NPAD_NUM_THREADS", "many")
+    with pytest.raises(ValueError, match="NPAD_NUM_THREADS='many'"):
+        backend.get_num_threads()
+
+
+def test_blas_threads_blocks_overlapping_in_two_threads():
+    """blas_threads(1) in two threads at once: the count comes back only when the last block ends."""
+    libs = [_threads._openblas_fn(lib, "openblas_get_num_threads") for lib in _threads._openblas_libs()]
+    libs = [f for f in libs if f]
+    if not libs:
+        pytest.skip("no OpenBLAS loaded")
+    before = [f() for f in libs]
+    entered, release = threading.Event(), threading.Event()
+
+    def other():
+        with backend.blas_threads(1):
+            entered.set()
+            release.wait(5)
+    t = threading.Thread(target=other)
+    t.start()
+    entered.wait(5)
+    with backend.blas_threads(1) as ok:
+        assert ok and [f() for f in libs] == [1] * len(libs)
+    assert [f() for f in libs] == [1] * len(libs)                   # the other block is still open
+    release.set()
+    t.join()
+    assert [f() for f in libs] == before
