@@ -156,8 +156,8 @@ def _load(path):
         raise UsageError(f"model file {path} " + ("is a folder" if Path(path).is_dir() else "does not exist"))
     try:
         model = methods.load(path)
-    except (ValueError, OSError) as e:
-        raise UsageError(f"cannot load {path}: {e}") from None
+    except (ValueError, OSError) as e:                   # most messages name the file already
+        raise UsageError(str(e) if str(path) in str(e) else f"cannot load {path}: {e}") from None
     if not model.is_fitted():
         raise UsageError(f"{path} holds a model that was never fitted; run npad fit first")
     return model
@@ -191,13 +191,13 @@ def cmd_fit(args):
     except ValueError as e:
         raise UsageError(str(e)) from None
     opts = _fit_options(cls, args)
-    out = _out_dir(args.out, ["model.h5", "calibration.png"])
     try:
         model = cls(**opts)
     except (TypeError, ValueError, KeyError) as e:       # an option the method refuses (KeyError: backbone, taps)
         raise UsageError(str(e.args[0]) if e.args else type(e).__name__) from None
     train = _train_dataset(args.data, args.category)
     val = _test_dataset(args.val, args.category, "--val") if args.val else None
+    out = _out_dir(args.out, ["model.h5", "calibration.png"])
     print(f"fitting {cls.__name__} on {len(train)} normal images from {args.data}"
           + (f", calibrating on {len(val)} images of {args.val}" if val is not None else ""))
     fit = dict(validation=val) if args.calib_fraction is None else dict(calib_fraction=args.calib_fraction)
@@ -226,8 +226,8 @@ def cmd_test(args):
     from .maps import threshold_normalize
     from .metrics import format_results
     model = _load(args.model)
-    out = _out_dir(args.out, ["metrics.json", "metrics.csv", "panels.png", "histogram.png"])
     test = _test_dataset(args.data, args.category)
+    out = _out_dir(args.out, ["metrics.json", "metrics.csv", "panels.png", "histogram.png"])
     ev = model.evaluate(test, normalization="train")
     res = ev.pop("result")
     print(format_results(ev))
@@ -347,28 +347,31 @@ def cmd_predict(args):
     out = _out_dir(args.out, ["scores.csv", "scores.json"])
     normalized = "score_min" in model.calibration       # False for a model saved without a calibration
     bar = dict(vmin=0.0, vmax=1.0, bar_label="normalised anomaly", marks={0.5: "0.5 threshold"}) if normalized else None
-    rows, used, failed = [], set(), 0
+    rows, used = [], set()
+    blank = dict(score=None, normalized_score=None, anomalous="", height="", width="", heatmap="", mask="")
     for start in range(0, len(files), args.batch_size):
-        chunk = files[start:start + args.batch_size]
+        chunk = [str(f) for f in files[start:start + args.batch_size]]
         try:
-            res = model.predict([str(f) for f in chunk])
+            res = model.predict(chunk)
         except NoImagesError:                            # every file of this batch was skipped, with a warning
-            continue
-        if bar is None:                                  # raw maps: one colour scale, from the first batch
+            res = None
+        found = {} if res is None else {p: i for i, p in enumerate(res.paths)}
+        if bar is None and res is not None:              # raw maps: one colour scale, from the first batch
             lo, hi = float(numpy.nanmin(res.maps)), float(numpy.nanmax(res.maps))
             bar = dict(vmin=lo, vmax=hi, bar_label="anomaly map", marks={res.pixel_threshold: "threshold"})
-        index = {str(f): k for k, f in enumerate(chunk)}
-        for i, path in enumerate(res.paths):
-            rel = names[start + index[path]]
+        for k, path in enumerate(chunk):
+            row = dict(path=names[start + k], **blank, note="unreadable image (see the warning)")
+            rows.append(row)
+            if path not in found:
+                continue
+            i = found[path]
             score, flagged = float(res.scores[i]), bool(res.labels[i])
             nscore = None if res.normalized_scores is None else float(res.normalized_scores[i])
-            row = dict(path=rel, score=score, normalized_score=nscore, anomalous=int(flagged),
-                       height=res.sizes[i][0], width=res.sizes[i][1], heatmap="", mask="")
-            rows.append(row)
+            row.update(score=score, normalized_score=nscore, height=res.sizes[i][0], width=res.sizes[i][1],
+                       note="NaN or infinite anomaly map: not scored")
             if not numpy.isfinite(score):
-                row["anomalous"], failed = "", failed + 1
                 continue
-            name = _picture_name(rel, used)
+            name = _picture_name(row["path"], used)
             amap, mask = res.at_input_size(i, normalized=normalized)
             caption = (f"{'ANOMALOUS' if flagged else 'NORMAL'}   score {score:.4g}"
                        + ("" if nscore is None else f"\nnormalised {nscore:.2f} (0.5 = threshold)"))
@@ -376,9 +379,10 @@ def cmd_predict(args):
                 load_image(path), amap, caption=caption, mask=mask,
                 caption_color=(200, 0, 0) if flagged else (0, 110, 0), **bar))
             viz.save_mask(out / "masks" / name, mask)
-            row.update(heatmap=f"heatmaps/{name}", mask=f"masks/{name}")
-    if not rows:
-        raise UsageError(f"none of the {len(files)} images could be read")
+            row.update(anomalous=int(flagged), heatmap=f"heatmaps/{name}", mask=f"masks/{name}", note="")
+    scored = [r for r in rows if r["note"] == ""]
+    if not scored:
+        raise UsageError(f"none of the {len(files)} images could be scored (see the warnings)")
     if (out / "scores.csv").exists():
         print(f"note: replacing the earlier results in {out}/", file=sys.stderr)
     buf = _io.StringIO()
@@ -395,9 +399,9 @@ def cmd_predict(args):
                 images=rows)
     with atomic_write(out / "scores.json", "w") as f:
         json.dump(_jsonable(info), f, indent=2)
-    n_bad = sum(1 for r in rows if r["anomalous"] == 1)
-    print(f"scored {len(rows)} images: {n_bad} anomalous at threshold {threshold:.6g}"
-          + (f", {failed} with NaN maps (not scored)" if failed else "")
+    n_bad = sum(1 for r in scored if r["anomalous"] == 1)
+    print(f"scored {len(scored)} of {len(rows)} images: {n_bad} anomalous at threshold {threshold:.6g}"
+          + (f"; {len(rows) - len(scored)} not scored (see the note column)" if len(scored) < len(rows) else "")
           + f"\n  {out / 'scores.csv'}, {out / 'scores.json'}, heatmaps/ and masks/ (at each photo's size) in {out}/")
 
 

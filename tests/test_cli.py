@@ -86,8 +86,12 @@ def test_predict_outputs_at_the_photos_size_with_relative_paths(model_file, phot
     code, stdout, err = run(["predict", model_file, photos, "--out", out, "--batch-size", 3], capsys)
     assert code == 0 and "broken.png" in err and all(line.startswith("warning:") for line in err.splitlines())
     rows = list(csv.DictReader(open(out / "scores.csv")))
+    broken = [r for r in rows if r["path"].endswith("broken.png")]           # listed, with why it has no score
+    assert len(broken) == 1 and broken[0]["score"] == "" and "unreadable" in broken[0]["note"]
+    rows = [r for r in rows if r not in broken]
     paths = [r["path"] for r in rows]
     assert len(rows) == 10 and "a/000.png" in paths and "b/000.png" in paths and "b/wide.jpg" in paths
+    assert "scored 10 of 11 images" in stdout and all(r["note"] == "" for r in rows)
     for r in rows:
         assert 0 <= float(r["normalized_score"]) <= 1 and r["anomalous"] in ("0", "1")
         assert (float(r["normalized_score"]) >= 0.5) == (r["anomalous"] == "1")
@@ -99,7 +103,7 @@ def test_predict_outputs_at_the_photos_size_with_relative_paths(model_file, phot
     assert (wide["b/wide.jpg"]["width"], wide["b/wide.jpg"]["height"]) == ("150", "61")
     assert wide["b/wide.jpg"]["mask"] != wide["b/wide.png"]["mask"]            # no overwrite
     info = json.loads((out / "scores.json").read_text())
-    assert info["threshold"] > 0 and len(info["images"]) == 10 and "0.5" in info["normalized_score"]
+    assert info["threshold"] > 0 and len(info["images"]) == 11 and "0.5" in info["normalized_score"]
 
 
 def test_predict_survives_one_nan_map(model_file, photos, tmp_path, capsys, monkeypatch):
@@ -114,8 +118,9 @@ def test_predict_survives_one_nan_map(model_file, photos, tmp_path, capsys, monk
     monkeypatch.setattr(PaDiM, "_maps", first_nan)
     code, stdout, err = run(["predict", model_file, photos / "a", "--out", tmp_path, "--batch-size", 2], capsys)
     rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
-    assert code == 0 and "NaN" in err and "2 with NaN maps" in stdout
+    assert code == 0 and "NaN" in err and "2 not scored" in stdout
     assert [r["anomalous"] for r in rows].count("") == 2 and sum(r["heatmap"] != "" for r in rows) == 2
+    assert sum("NaN" in r["note"] for r in rows) == 2
 
 
 def test_fit_keeps_the_trained_model_when_calibration_fails(tiny_mvtec, tmp_path, capsys, monkeypatch):
@@ -177,11 +182,16 @@ MISTAKES = [
     (["fit", "padim", "--data", "{data}", "--backbone", "nosuch"], "unknown backbone 'nosuch'; known:"),
     (["fit", "padim", "--data", "{data}", "--set", "taps=nosuch"], "has no tap set 'nosuch'"),
     (["fit", "adtr", "--data", "{data}", "--size", "40"], "input_size must be a multiple of 16"),
+    (["fit", "patchcore", "--data", "{data}", "--set", "dim=-5"], "option dim must be > 0, got -5"),
+    (["fit", "patchcore", "--data", "{data}", "--set", "num_neighbours=0"], "option num_neighbours must be > 0"),
+    (["fit", "patchcore", "--data", "{data}", "--set", "taps=('stage2', 3)"], "option taps must be a string"),
+    (["fit", "padim", "--data", "{data}", "--out", "{notmodel}"], "a file is in the way"),
+    (["fit", "padim", "--data", "{data}", "--val", "{empty}"], "no dataset category under"),
     (["fit", "padim"], "the following arguments are required: --data"),
     (["test", "/no/model.h5", "--data", "."], "model file /no/model.h5 does not exist"),
     (["test", "{model}", "--data", "/no/such"], "--data /no/such is not a folder"),
-    (["test", "{notmodel}", "--data", "{data}"], "cannot load"),
-    (["predict", "{notmodel}", "{data}"], "cannot load"),
+    (["test", "{notmodel}", "--data", "{data}"], "not an HDF5 file"),
+    (["predict", "{notmodel}", "{data}"], "not an HDF5 file"),
     (["predict", "{model}", "/no/such/image.png"], "/no/such/image.png does not exist"),
     (["predict", "{model}", "{empty}"], "no images in folder"),
     (["predict", "{model}", "{data}", "--threshold", "nan"], "--threshold: must be a finite number, got 'nan'"),
@@ -190,6 +200,16 @@ MISTAKES = [
     (["test", "{unfitted}", "--data", "{data}"], "holds a model that was never fitted"),
     (["predict", "{model}", "{data}", "--out", "{notmodel}"], "a file is in the way"),
 ]
+
+
+def test_set_values_parse_as_python_literals():
+    from npad import methods
+    from npad.cli import _fit_options, _parser
+    args = _parser().parse_args(["fit", "patchcore", "--data", ".", "--set", "taps=('stage2', 'stage3')", "dim=64",
+                                 "coreset_ratio=0.1", "image_score=max", "--size", "96", "128"])
+    opts = _fit_options(methods.get("patchcore"), args)
+    assert opts["taps"] == ("stage2", "stage3") and opts["dim"] == 64 and opts["coreset_ratio"] == 0.1
+    assert opts["image_score"] == "max" and opts["input_size"] == (96, 128) and opts["quick"] is True
 
 
 @pytest.mark.parametrize("argv,message", MISTAKES, ids=[" ".join(a[:3]) + " " + m[:20] for a, m in MISTAKES])
@@ -227,7 +247,7 @@ def test_predict_on_files_none_of_which_can_be_read(model_file, tmp_path, capsys
         (tmp_path / name).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     code, _, err = run(["predict", model_file, tmp_path, "--out", tmp_path / "out"], capsys)
     lines = err.strip().splitlines()
-    assert code == 2 and lines[-1] == "npad: none of the 2 images could be read"
+    assert code == 2 and lines[-1] == "npad: none of the 2 images could be scored (see the warnings)"
     assert all(line.startswith("warning: skipping unreadable image") for line in lines[:-1])
 
 

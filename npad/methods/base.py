@@ -53,7 +53,8 @@ CALIB_MADS = 4.0          # threshold >= median + CALIB_MADS robust std of the h
 # options that count or scale something: refused unless > 0 (other numbers only refuse negatives)
 POSITIVE_OPTIONS = ("input_size", "texture_size", "batch_size", "fiber_batch", "lr", "plus_lr", "variance_lr",
                     "eps", "epochs", "meta_epochs", "sub_epochs", "samples_per_epoch", "d", "latent", "hidden",
-                    "n_blocks", "cond_channels", "num_heads", "dim_feedforward", "width")
+                    "n_blocks", "cond_channels", "num_heads", "dim_feedforward", "width", "dim", "projection",
+                    "num_neighbours", "topk")
 MIN_INPUT_SIZE = 32       # the backbones downsample by up to 32 (the command line refuses smaller sizes)
 
 
@@ -305,12 +306,12 @@ class AnomalyModel:
             default = self.defaults.get(key)
             if key == "input_size":
                 self.config[key] = value = self._input_size(value)
-            elif default is None:
-                continue
+            elif default is None and not (isinstance(value, (int, float)) and not isinstance(value, bool)):
+                continue                                 # an option off by default (None) or given as text
             elif isinstance(default, bool):
                 if not isinstance(value, (bool, numpy.bool_)):
                     raise TypeError(f"{name}: option {key} must be True or False, got {value!r}")
-            elif isinstance(default, (int, float)):
+            elif default is None or isinstance(default, (int, float)):
                 if isinstance(value, bool) or not isinstance(value, (int, float, numpy.number)) or (
                         isinstance(default, int) and not float(value).is_integer()):
                     kind = "an integer" if isinstance(default, int) else "a number"

@@ -20,6 +20,7 @@ TINY = {
                  dim_feedforward=16, epochs=2),
     "favae": dict(quick=True, input_size=32, epochs=1, samples_per_epoch=16, width=0.25, latent=4),
     "vae_attention": dict(quick=True, input_size=64, epochs=1),
+    "patchcore": dict(input_size=64, coreset_ratio=0.5),
 }
 
 
@@ -123,7 +124,7 @@ def test_every_method_scores_alone_as_in_a_batch_and_round_trips(name, tiny_mvte
     assert name in text and "fitted" in text and f"{model.threshold:.6g}" in text and "held-out" in text
 
 
-@pytest.mark.parametrize("name", ["padim", "cflow", "adtr"])
+@pytest.mark.parametrize("name", ["padim", "cflow", "adtr", "patchcore"])
 def test_non_square_input_size_end_to_end(name, tiny_mvtec):
     model = methods.get(name)(**{**TINY[name], "input_size": (48, 96)}).fit(MVTecDataset(tiny_mvtec, split="train"),
                                                                              quiet=True)
