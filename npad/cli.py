@@ -242,6 +242,10 @@ def cmd_test(args):
         print(f"  this test set's own F1-max threshold: {f1t:.6g} (chosen on the test labels; not the model's)")
     print(f"  inference {ev['images_per_s']:.2f} images/s")
     _write_metrics(out, ev, model, args, res, test)
+    lines = {"model threshold": model.threshold}
+    other = numpy.isfinite(f1t) and (model.threshold is None or not numpy.isclose(f1t, model.threshold))
+    if other:
+        lines["test-set F1-max"] = f1t
     idx = _sample(y, 12, 0)
     items = [_shrunk(test[int(i)]) for i in idx]         # the photos' own aspect, longer side 320 px
     maps, lo, hi, marks, label = res.maps[idx], None, None, None, "anomaly map"
@@ -249,15 +253,23 @@ def cmd_test(args):
     if norm:                                             # one fixed colour scale: 0.5 at the pixel threshold
         maps = threshold_normalize(maps, res.map_min, res.pixel_threshold)
         lo, hi, marks, label = 0.0, 1.0, {0.5: "0.5 threshold"}, "normalised anomaly"
+    if model.threshold is None:
+        title = f"{model.method}: the model stores no threshold (no decisions)"
+    else:
+        title = (f"{model.method}: decisions and masks at the model's threshold {model.threshold:.4g}"
+                 + (" (normalised 0.5)" if norm else "") + f" - {model.calibration.get('rule', 'stored')}")
+    notes = None
+    if other and model.threshold is not None:            # where the test set's own threshold would decide otherwise
+        title += (f"\nthis test set's own F1-max threshold {f1t:.4g} would flag {int((res.scores >= f1t).sum())} "
+                  f"of {len(res)} images (the model's flags {int(res.labels.sum())}); panels say where it differs")
+        notes = [f"at F1-max {f1t:.3g}: {'anomalous' if s >= f1t else 'normal'}"
+                 if (s >= f1t) != (s >= model.threshold) else None for s in res.scores[idx]]
     viz.save_panels(out / "panels.png", numpy.stack([it["image"] for it in items]), maps,
                     numpy.stack([it["mask"][0] for it in items]), threshold=0.5 if norm else res.pixel_threshold,
                     scores=res.scores[idx], titles=[test.defect_types[i] for i in idx], ncols=2, max_images=None,
                     vmin=lo, vmax=hi, bar_label=label, marks=marks,
                     normalized_scores=res.normalized_scores[idx] if norm else None,
-                    decisions=None if res.labels is None else res.labels[idx])
-    lines = {"model threshold": model.threshold}
-    if numpy.isfinite(f1t) and (model.threshold is None or not numpy.isclose(f1t, model.threshold)):
-        lines["test-set F1-max"] = f1t
+                    decisions=None if res.labels is None else res.labels[idx], notes=notes, title=title)
     viz.score_histogram(out / "histogram.png", res.scores, y, lines, title=f"{model.method}: test image scores")
     print(f"metrics.json, metrics.csv, panels.png and histogram.png in {out}/")
 

@@ -236,13 +236,15 @@ def heatmap(image: Any, amap: Any, *, caption: str | None = None, caption_color:
 def panel(image: Any, heatmap: Any, mask: Any = None, threshold: float | None = None, *,
           score: float | None = None, title: str | None = None, cmap: str = "jet", vmin: float | None = None,
           vmax: float | None = None, alpha: float = 0.5, normalized: bool | None = None,
-          captions: bool = True, normalized_score: float | None = None, decision: bool | None = None) -> np.ndarray:
+          captions: bool = True, normalized_score: float | None = None, decision: bool | None = None,
+          note: str | None = None) -> np.ndarray:
     """One row ``[image | ground truth | heatmap overlay + GT contour | predicted mask]`` as uint8 ``(H', 4W + 6, 3)``.
 
     The predicted mask is ``heatmap >= threshold`` shown as the image with the region tinted and
     outlined in red (omitted when ``threshold`` is None: an empty panel says "no threshold").
     Ground truth is white on black, outlined green in the overlay. The captions give the image
-    ``score`` (and ``normalized_score``) and the ``decision`` (True: anomalous) when known.
+    ``score`` (and ``normalized_score``) and the ``decision`` (True: anomalous) when known, followed
+    by ``note`` (e.g. the decision at another, named threshold).
     """
     rgb = to_rgb(image, normalized)  # (H,W,3)
     H, W = rgb.shape[:2]
@@ -269,7 +271,7 @@ def panel(image: Any, heatmap: Any, mask: Any = None, threshold: float | None = 
         names = ["image" if title is None else str(title)[:max(8, W // 6)],
                  "ground truth" if mask is not None else "no ground truth",
                  f"score {shown}" if shown else "anomaly map",
-                 "prediction" + verdict if threshold is not None else "no threshold"]
+                 ("prediction" + verdict if threshold is not None else "no threshold") + (f"; {note}" if note else "")]
         colors = [(0, 0, 0)] * 3 + [(200, 0, 0) if decision else (0, 110, 0) if decision is not None else (0, 0, 0)]
         cols = [_label(c, n, color=k) for c, n, k in zip(cols, names, colors)]
     gap = np.full((cols[0].shape[0], 2, 3), 255, np.uint8)
@@ -323,12 +325,14 @@ def save_panels(path: str | os.PathLike, images: Any, maps: Any, masks: Any = No
                 max_images: int | None = 32, cmap: str = "jet", vmin: float | None = None,
                 vmax: float | None = None, normalized: bool | None = None,
                 normalized_scores: Sequence[float] | None = None, decisions: Sequence[bool] | None = None,
-                bar_label: str | None = None, marks: dict | None = None) -> Path:
+                bar_label: str | None = None, marks: dict | None = None, notes: Sequence[str | None] | None = None,
+                title: str | None = None) -> Path:
     """Grid of :func:`panel` rows for a batch ``images (N,3,H,W)``, ``maps (N,[1,]h,w)``, saved as PNG atomically.
 
     Heat colours share one scale over all shown maps (vmin/vmax default to their min/max) so
     panels are comparable; a colour bar of that scale (``bar_label``, ticks ``marks``) sits on the
-    right.  At most ``max_images`` are drawn (None: all).
+    right; ``title`` (lines split by newlines) is written above.  At most ``max_images`` are drawn
+    (None: all).
     """
     n = len(images)
     if len(maps) != n or (masks is not None and len(masks) != n):
@@ -342,12 +346,13 @@ def save_panels(path: str | os.PathLike, images: Any, maps: Any, masks: Any = No
               score=None if scores is None else float(scores[i]), title=None if titles is None else titles[i],
               cmap=cmap, vmin=lo, vmax=hi, normalized=normalized,
               normalized_score=None if normalized_scores is None else float(normalized_scores[i]),
-              decision=None if decisions is None else bool(decisions[i]))
+              decision=None if decisions is None else bool(decisions[i]), note=None if notes is None else notes[i])
         for i in range(k)
     ]
     tiles = grid(panels, ncols)
     bar = colorbar(min(tiles.shape[0], max(160, panels[0].shape[0])), lo, hi, cmap, bar_label, marks, font_size=11)
-    return save_image(path, _beside(tiles, bar))
+    out = _beside(tiles, bar)
+    return save_image(path, _label(out, title, height=18) if title else out)
 
 
 # ----------------------------------------------------------------------------
@@ -388,13 +393,15 @@ def _hist_pillow(scores: np.ndarray, labels: np.ndarray, lines, bins, title) -> 
     edges = np.histogram_bin_edges(scores, bins=bins)  # (bins+1,)
     counts = [np.histogram(scores[labels == c], bins=edges)[0] for c in (0, 1)]  # 2 x (bins,)
     ymax = max(1, int(max(c.max() if c.size else 0 for c in counts)))
+    n_legend = sum(bool((labels == c).any()) for c in (0, 1)) + len(lines)
+    top = ymax / max(0.5, 1 - (16 * n_legend + 12) / (Ht - T - B))  # headroom: the legend sits above the bars
     x0, x1 = float(edges[0]), float(edges[-1])
     for _, value in lines:
         x0, x1 = min(x0, value), max(x1, value)
     if x1 <= x0:
         x0, x1 = x0 - 0.5, x1 + 0.5
     px = lambda v: L + (np.asarray(v) - x0) / (x1 - x0) * (Wd - L - R)  # data -> pixel x
-    py = lambda c: Ht - B - np.asarray(c) / ymax * (Ht - T - B)  # count -> pixel y
+    py = lambda c: Ht - B - np.asarray(c) / top * (Ht - T - B)  # count -> pixel y
     base = Image.new("RGBA", (Wd, Ht), (255, 255, 255, 255))
     colours = [(31, 119, 180), (214, 39, 40)]
     for cls, cnt in enumerate(counts):
@@ -423,6 +430,9 @@ def _hist_pillow(scores: np.ndarray, labels: np.ndarray, lines, bins, title) -> 
     legend = [(f"{name} (n={int((labels == c).sum())})", colours[c]) for c, name in enumerate(("normal", "anomalous"))
               if (labels == c).any()]
     legend += [(f"{name} {value:.3g}", _LINE_COLOURS[k % 3]) for k, (name, value) in enumerate(lines)]
+    widths = [d.textlength(txt) for txt, _ in legend]
+    d.rectangle([Wd - R - 226, T, Wd - R - 196 + max(widths, default=0), T + 8 + 16 * len(legend)],
+                fill=(255, 255, 255), outline=(200, 200, 200))  # over the threshold lines
     for k, (txt, col) in enumerate(legend):
         y = T + 4 + 16 * k
         d.rectangle([Wd - R - 220, y, Wd - R - 210, y + 10], fill=col)

@@ -150,3 +150,26 @@ def test_histogram_draws_several_named_thresholds(tmp_path):
                                                     backend="pillow")))
     purple = lambda a: ((a[..., 0] > 120) & (a[..., 2] > 160) & (a[..., 1] < 130)).sum()
     assert purple(two) > purple(one) + 20                # the second line, in its own colour
+
+
+def test_panels_title_and_notes_name_the_other_threshold(tmp_path):
+    rng = np.random.default_rng(0)
+    imgs, maps = rng.random((2, 3, 160, 160)).astype(np.float32), rng.random((2, 160, 160)).astype(np.float32)
+    plain = viz.panel(imgs[0], maps[0], None, 0.5, score=0.4, decision=False)
+    noted = viz.panel(imgs[0], maps[0], None, 0.5, score=0.4, decision=False, note="at F1-max 0.3: anomalous")
+    assert noted.shape == plain.shape and (noted[:14] != plain[:14]).any()          # the caption, longer
+    np.testing.assert_array_equal(noted[14:], plain[14:])
+    kw = dict(threshold=0.5, scores=[0.4, 0.9], decisions=[False, True], vmin=0.0, vmax=1.0)
+    untitled = np.asarray(Image.open(viz.save_panels(tmp_path / "a.png", imgs, maps, **kw)))
+    titled = np.asarray(Image.open(viz.save_panels(tmp_path / "b.png", imgs, maps, notes=["at F1-max: x", None],
+                                                   title="model threshold 0.5\nF1-max 0.3", **kw)))
+    assert titled.shape[0] == untitled.shape[0] + 2 * 18 and (titled[:36] < 128).any()   # two lines of text
+
+
+def test_histogram_legend_stays_clear_of_the_bars(tmp_path):
+    s, y = np.r_[0.0, np.full(30, 10.0)], np.zeros(31)          # one tall bar at the right, under the legend
+    a = np.asarray(Image.open(viz.score_histogram(tmp_path / "h.png", s, y, {"model": 5.0, "F1-max": 9.0},
+                                                  backend="pillow")))
+    blue = (np.abs(a.astype(int) - [117, 168, 206]).sum(-1) < 40)      # tab:blue at alpha 150 over white
+    rows = np.flatnonzero(blue.any(axis=1))
+    assert rows.size and rows.min() > 36 + 8 + 16 * 3                  # below the legend's three entries
