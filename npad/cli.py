@@ -448,7 +448,7 @@ def _parser():
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fit", help="train a method on normal images, calibrate its threshold, save the model",
                        epilog="example: npad fit cflow --data ~/mvtec --category bottle --out runs/bottle")
-    f.add_argument("method", help="cflow, adtr, favae, vae_attention or padim")
+    f.add_argument("method", help="padim, patchcore, cflow, adtr, favae or vae_attention")
     f.add_argument("--data", required=True, help="MVTec-layout root/category folder, or a folder of normal images")
     f.add_argument("--category", default=None)
     f.add_argument("--val", default=None, help="MVTec-layout folder whose test split calibrates the threshold "

@@ -442,7 +442,10 @@ class AnomalyModel:
             why = "calib_fraction=0" if calib_fraction == 0 else f"{len(ds)} images are too few to keep some out, so it"
             warnings.warn(f"fit: {why} calibrates on the training images themselves; unseen normal images score "
                           "higher, so expect more false alarms than the threshold suggests", stacklevel=2)
-        self.calibrate(ds if held is None else held, held_out=validation is None and held is not None)
+        with warnings.catch_warnings():
+            if held is None:                             # said above; one warning is enough
+                warnings.filterwarnings("ignore", "calibrate: the threshold rests on only")
+            self.calibrate(ds if held is None else held, held_out=validation is None and held is not None)
         return self
 
     def _fit(self, dataset, quiet=None):

@@ -141,6 +141,7 @@ def test_score_does_not_depend_on_the_batch(fitted, tiny_mvtec):
     np.testing.assert_allclose(alone, together.scores[[0, 5]], rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:.*(threshold rests on only|too few to keep some out)")  # tiny fits: calibrated on few images
 def test_options_and_errors(tiny_mvtec):
     assert get("patchcore") is PatchCore
     imgs = np.random.default_rng(0).random((2, 3, 64, 64)).astype(np.float32)
