@@ -55,6 +55,15 @@ def _hex(c: str) -> tuple[float, float, float]:
     return tuple(int(c[i:i + 2], 16) / 255.0 for i in (0, 2, 4))  # type: ignore[return-value]
 
 
+def _plane(a: Any, dtype: Any = None) -> np.ndarray:
+    """A map or mask as (H, W): leading axes of length 1 dropped ((1, H, W), (1, 1, H, W)), never H or W,
+    so a 1-pixel-high photo's map stays 2-D."""
+    a = np.asarray(a, dtype)
+    while a.ndim > 2 and a.shape[0] == 1:
+        a = a[0]
+    return a
+
+
 def colormap(name: str = "jet", n: int = 256) -> np.ndarray:
     """Lookup table ``(n, 3)`` float32 in [0, 1] for 'jet', 'viridis' or 'gray' (entry k for value k / (n - 1))."""
     x = np.linspace(0.0, 1.0, n)  # (n,)
@@ -72,8 +81,7 @@ def colormap(name: str = "jet", n: int = 256) -> np.ndarray:
 
 def apply_colormap(x: Any, cmap: str = "jet", vmin: float | None = None, vmax: float | None = None) -> np.ndarray:
     """Colour a 2-D map: k = round(255 (x - vmin) / (vmax - vmin)), RGB = LUT[k]; vmin/vmax default to the map's range."""
-    x = np.asarray(x, dtype=np.float64)
-    x = np.squeeze(x)
+    x = _plane(x, np.float64)
     if x.ndim != 2:
         raise ValueError(f"apply_colormap: expected a 2-D map, got shape {x.shape}")
     lo = float(np.nanmin(x)) if vmin is None else float(vmin)
@@ -122,7 +130,7 @@ def overlay(image: Any, heatmap: Any, alpha: float = 0.5, cmap: str = "jet", vmi
             vmax: float | None = None, normalized: bool | None = None) -> np.ndarray:
     """Heatmap over image, out = (1 - alpha) image + alpha colormap(heatmap); the map is resized to the image."""
     rgb = to_rgb(image, normalized).astype(np.float32)  # (H,W,3)
-    h = np.squeeze(np.asarray(heatmap, np.float32))
+    h = _plane(heatmap, np.float32)
     if h.ndim != 2:
         raise ValueError(f"overlay: heatmap must be 2-D (or (1,H,W)), got shape {np.asarray(heatmap).shape}")
     h = _resize_map(h, rgb.shape[:2])
@@ -134,7 +142,7 @@ def contour(mask: Any, thickness: int = 1) -> np.ndarray:
     """Boundary pixels of a binary mask: m & ~erode(m), thickened by ``thickness - 1`` dilations (bool (H, W))."""
     from scipy import ndimage
 
-    m = np.squeeze(np.asarray(mask)) > 0.5
+    m = _plane(mask) > 0.5
     if m.ndim != 2:
         raise ValueError(f"contour: mask must be 2-D (or (1,H,W)), got shape {np.asarray(mask).shape}")
     edge = m & ~ndimage.binary_erosion(m, structure=np.ones((3, 3), bool), border_value=0)
@@ -146,7 +154,7 @@ def contour(mask: Any, thickness: int = 1) -> np.ndarray:
 def draw_contour(rgb: Any, mask: Any, color: Sequence[int] = (0, 255, 0), thickness: int = 1) -> np.ndarray:
     """Copy of uint8 ``rgb`` with the mask's boundary painted in ``color`` (mask resized by nearest neighbour)."""
     out = np.array(to_rgb(rgb), copy=True)
-    m = np.squeeze(np.asarray(mask, np.float32))
+    m = _plane(mask, np.float32)
     m = _resize_map(m, out.shape[:2], nearest=True)
     out[contour(m, thickness)] = np.asarray(color, np.uint8)
     return out
@@ -228,7 +236,8 @@ def heatmap(image: Any, amap: Any, *, caption: str | None = None, caption_color:
     if mask is not None:
         over = draw_contour(over, mask, (255, 255, 255), thickness=max(1, min(H, W) // 200))
     fs = int(np.clip(min(H, W) // 16, 12, 40))
-    bar = colorbar(H, vmin, vmax, cmap, bar_label, marks, font_size=max(10, int(fs * 0.8)))
+    bar_h = max(H, 160)                                  # readable beside a thin photo too
+    bar = colorbar(bar_h, vmin, vmax, cmap, bar_label, marks, font_size=max(10, int(fs * 0.8)))
     out = _beside(over, bar)
     return _label(out, caption, height=int(fs * 1.5), color=caption_color) if caption else out
 
@@ -248,10 +257,10 @@ def panel(image: Any, heatmap: Any, mask: Any = None, threshold: float | None = 
     """
     rgb = to_rgb(image, normalized)  # (H,W,3)
     H, W = rgb.shape[:2]
-    hm = _resize_map(np.squeeze(np.asarray(heatmap, np.float32)), (H, W))
+    hm = _resize_map(_plane(heatmap, np.float32), (H, W))
     over = overlay(rgb, hm, alpha, cmap, vmin, vmax)
     if mask is not None:
-        gt = _resize_map(np.squeeze(np.asarray(mask, np.float32)), (H, W), nearest=True) > 0.5
+        gt = _resize_map(_plane(mask, np.float32), (H, W), nearest=True) > 0.5
         gt_img = np.repeat((gt * 255).astype(np.uint8)[:, :, None], 3, 2)
         over = draw_contour(over, gt, (0, 255, 0))
     else:
@@ -303,7 +312,7 @@ def save_image(path: str | os.PathLike, rgb: Any) -> Path:
 
 def save_mask(path: str | os.PathLike, mask: Any) -> Path:
     """Write a binary mask (H, W) as a single-channel PNG, 255 where anomalous and 0 elsewhere, atomically."""
-    m = np.squeeze(np.asarray(mask))
+    m = _plane(mask)
     if m.ndim != 2:
         raise ValueError(f"save_mask: mask must be 2-D, got shape {np.asarray(mask).shape}")
     return _save_png(path, np.where(m > 0.5, 255, 0).astype(np.uint8))

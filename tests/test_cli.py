@@ -275,3 +275,19 @@ def test_predict_shortens_output_names_too_long_for_a_temporary_file(model_file,
     row = next(csv.DictReader(open(tmp_path / "out" / "scores.csv")))
     assert code == 0 and row["path"] == long.name and len(row["heatmap"]) < 200, err
     assert (tmp_path / "out" / row["heatmap"]).is_file() and (tmp_path / "out" / row["mask"]).is_file()
+
+
+def test_predict_skips_a_nan_tiff_and_draws_a_one_pixel_high_photo(model_file, tiny_mvtec, tmp_path, capsys):
+    src = tmp_path / "in"
+    shutil.copytree(tiny_mvtec / "test" / "good", src)
+    nan = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    nan[5, 5] = np.nan
+    Image.fromarray(nan, mode="F").save(src / "nan.tif")
+    Image.fromarray(np.full((1, 300, 3), 128, np.uint8)).save(src / "thin.png")
+    code, stdout, err = run(["predict", model_file, src, "--out", tmp_path / "out"], capsys)
+    rows = {r["path"]: r for r in csv.DictReader(open(tmp_path / "out" / "scores.csv"))}
+    assert code == 0 and "nan.tif" in err and "NaN" in err, err
+    assert rows["nan.tif"]["score"] == "" and "unreadable" in rows["nan.tif"]["note"]
+    thin = rows["thin.png"]
+    assert (thin["height"], thin["width"]) == ("1", "300") and thin["note"] == ""
+    assert Image.open(tmp_path / "out" / thin["mask"]).size == (300, 1)

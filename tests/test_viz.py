@@ -125,8 +125,9 @@ def test_heatmap_keeps_the_photos_size_and_adds_caption_and_bar():
     plain = viz.overlay(photo, amap, vmin=0, vmax=1)
     out = viz.heatmap(photo, amap, caption="ANOMALOUS  score 3.2\nnormalised 0.9", mask=amap > 0.5)
     assert out.shape[1] > 150 and out.shape[0] > 61
-    cap = out.shape[0] - 61                               # the caption strip's height
-    body = out[cap:, :150]
+    cap = out.shape[0] - 160                              # the caption strip's height (the bar: >= 160 px)
+    body = out[cap:cap + 61, :150]
+    assert (out[cap + 61:, :150] == 255).all()            # white below the short photo
     assert (body == 255).all(axis=-1).sum() > 10           # the mask's outline in white
     edge = viz.contour(viz._resize_map(amap, (61, 150), nearest=True) > 0.5, max(1, 61 // 200))
     np.testing.assert_array_equal(body[~edge], plain[~edge])

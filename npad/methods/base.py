@@ -166,7 +166,10 @@ class _Inputs:
         item = self.items[i]
         if isinstance(item, (str, os.PathLike)):
             path = str(item)
-            image = load_image(item)                                        # 3 x H x W in [0, 1]
+            try:
+                image = load_image(item)                                    # 3 x H x W in [0, 1]
+            except ValueError as e:                      # NaN or out-of-range pixels: skip this image only
+                raise UnreadableImageError(path, str(e)) from None
             if not numpy.isfinite(image).all():
                 raise UnreadableImageError(path, "NaN or infinite values")
         elif hasattr(item, "convert") and hasattr(item, "size"):            # a PIL image
