@@ -307,7 +307,9 @@ def _write_metrics(out, ev, model, args, res, test):
     cols = ["n", "image_auroc", "pixel_auroc", "aupro", "flagged"]
     rows = [dict(defect_type="all", n=len(res), image_auroc=ev.get("image_auroc"), pixel_auroc=ev.get("pixel_auroc"),
                  aupro=ev.get("aupro"))]
-    rows += [dict(defect_type=t, **{c: r.get(c) for c in cols if c in r}) for t, r in per.items()]
+    if (kinds == "good").any():                          # its "flagged" is the false-alarm rate
+        rows.append(dict(defect_type="good", n=int((kinds == "good").sum())))
+    rows += [dict(defect_type=t, **{c: r.get(c) for c in cols if c in r}) for t, r in per.items() if t != "good"]
     for r in rows:
         pick = numpy.ones(len(kinds), bool) if r["defect_type"] == "all" else kinds == r["defect_type"]
         r["flagged"] = float(res.labels[pick].mean()) if res.labels is not None and pick.any() else None
@@ -315,7 +317,7 @@ def _write_metrics(out, ev, model, args, res, test):
     w = csv.DictWriter(buf, fieldnames=["defect_type"] + cols)
     w.writeheader()
     w.writerows({k: ("" if v is None else f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()}
-                for r in rows)
+                for r in rows)                           # DictWriter leaves a row's missing columns empty
     with atomic_write(out / "metrics.csv", "w") as f:
         f.write(buf.getvalue())
 

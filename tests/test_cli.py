@@ -64,7 +64,8 @@ def test_test_writes_metrics_and_draws_the_models_threshold(model_file, tiny_mvt
     assert m["threshold"] > 0 and 0 <= m["false_alarm_rate"] <= 1 and "held-out" in m["threshold_rule"]
     assert m["normalization"] == "train" and "square" in m["per_defect"]
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
-    assert [r["defect_type"] for r in rows] == ["all", "square"] and float(rows[0]["flagged"]) >= 0
+    assert [r["defect_type"] for r in rows] == ["all", "good", "square"] and float(rows[0]["flagged"]) >= 0
+    assert float(rows[1]["flagged"]) == m["false_alarm_rate"] and rows[1]["image_auroc"] == ""
     assert (tmp_path / "panels.png").is_file() and (tmp_path / "histogram.png").is_file()
 
 
