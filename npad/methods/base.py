@@ -45,6 +45,7 @@ from ..maps import threshold_normalize
 from ..optim import clip_grad_norm_
 from ..progress import log_line, plain_log, progress
 from ..tensor import Tensor
+from ..utils.data import Subset
 
 CALIB_FRACTION = 0.2      # share of the normal training images kept out of training to calibrate on
 CALIB_MIN = 5             # ... but at least this many (and at most half of them)
@@ -209,40 +210,38 @@ def _expand(images):
     return out
 
 
-class _Subset:
-    """The samples ``idx`` of a dataset (any with ``get(i, rng)`` or ``[i]``), with a transform of its
-    own once one is set (as ``_with_transform`` does); other attributes are the dataset's."""
+class _Subset(Subset):
+    """``npad.utils.data.Subset`` of an npad dataset (any with ``get(i, rng)`` or ``[i]``): its labels,
+    paths and defect types follow the indices, it takes a transform of its own once one is set (as
+    ``_with_transform`` does), and other attributes are the dataset's."""
 
-    def __init__(self, dataset, idx):
-        self.dataset, self.idx = dataset, [int(i) for i in idx]
+    def __init__(self, dataset, indices):
+        super().__init__(dataset, indices)
         self.transform = getattr(dataset, "transform", None)
 
     def __getattr__(self, name):                      # category, strict, seed, has_masks, ...
-        if name.startswith("__") or name in ("dataset", "idx"):
+        if name.startswith("__") or name in ("dataset", "indices"):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
-    def __len__(self):
-        return len(self.idx)
-
     def _pick(self, name, default):
         values = getattr(self.dataset, name, None)
-        return default if values is None else [values[i] for i in self.idx]
+        return default if values is None else [values[i] for i in self.indices]
 
     @property
     def labels(self):
-        return numpy.asarray(self._pick("labels", [0] * len(self.idx)), numpy.int64)
+        return numpy.asarray(self._pick("labels", [0] * len(self)), numpy.int64)
 
     @property
     def paths(self):
-        return self._pick("paths", [f"image[{i}]" for i in self.idx])
+        return self._pick("paths", [f"image[{i}]" for i in self.indices])
 
     @property
     def defect_types(self):
-        return self._pick("defect_types", ["good"] * len(self.idx))
+        return self._pick("defect_types", ["good"] * len(self))
 
     def get(self, i, rng=None):
-        j, get = self.idx[i], getattr(self.dataset, "get", None)
+        j, get = self.indices[i], getattr(self.dataset, "get", None)
         item = dict(get(j, rng) if get is not None else self.dataset[j])
         if self.transform is not None and self.transform is not getattr(self.dataset, "transform", None):
             item["image"], mask = self.transform(item["image"], item.get("mask"), rng)
@@ -251,7 +250,7 @@ class _Subset:
         return item
 
     def __getitem__(self, i):
-        return self.get(i, numpy.random.default_rng([getattr(self.dataset, "seed", 0), self.idx[i]]))
+        return self.get(i, numpy.random.default_rng([getattr(self.dataset, "seed", 0), self.indices[i]]))
 
 
 def upper_bound(s, mads=CALIB_MADS):
