@@ -371,8 +371,9 @@ def cmd_predict(args):
             res = None
         found = {} if res is None else {p: i for i, p in enumerate(res.paths)}
         if bar is None and res is not None:              # raw maps: one colour scale, from the first batch
-            lo, hi = float(numpy.nanmin(res.maps)), float(numpy.nanmax(res.maps))
-            bar = dict(vmin=lo, vmax=hi, bar_label="anomaly map", marks={res.pixel_threshold: "threshold"})
+            pt = res.pixel_threshold                     # kept inside the scale, so the bar shows it
+            lo, hi = min(float(numpy.nanmin(res.maps)), pt), max(float(numpy.nanmax(res.maps)), pt)
+            bar = dict(vmin=lo, vmax=hi, bar_label="anomaly map", marks={pt: f"{pt:.3g} threshold"})
         for k, path in enumerate(chunk):
             row = dict(path=names[start + k], **blank, note="unreadable image (see the warning)")
             rows.append(row)
