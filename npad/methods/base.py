@@ -103,8 +103,8 @@ class Result:
         from ..maps import upsample
         if normalized and self.normalized_maps is None:
             raise ValueError("Result.at_input_size: no normalised maps without a calibration")
-        size = lambda a: numpy.asarray(upsample(numpy.asarray(a[i:i + 1], numpy.float32), tuple(self.sizes[i]),
-                                                align_corners=False))[0]
+        size = lambda a: to_cpu(upsample(numpy.asarray(a[i:i + 1], numpy.float32), tuple(self.sizes[i]),
+                                         align_corners=False))[0]                # upsample may answer on the GPU
         raw = size(self.maps)                                            # H0 x W0
         m = size(self.normalized_maps) if normalized else raw
         return m, None if self.pixel_threshold is None else raw >= self.pixel_threshold
