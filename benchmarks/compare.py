@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import blas_info  # noqa: E402
 
 from npad import methods, tune_cpu  # noqa: E402
-from npad.cli import _options  # noqa: E402
+from npad.cli import UsageError, _options  # noqa: E402
 from npad.experiment import COLUMNS, run  # noqa: E402
 from npad.io import atomic_write  # noqa: E402
 
@@ -51,7 +51,10 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="other options, for every method that has them")
     args = p.parse_args(argv)
-    extra = _options(args.set)
+    try:
+        extra = _options(args.set)
+    except UsageError as e:
+        p.error(str(e))
     unknown = sorted(set(extra) - set().union(*(methods.get(m).defaults for m in args.methods)))
     if unknown:
         p.error(f"--set {unknown}: no option of {args.methods}")

@@ -14,10 +14,10 @@ A method end to end (a tiny run; see examples/ for real budgets):
 
 >>> import numpy as np, npad.methods
 >>> rng = np.random.default_rng(0)
->>> normal = 0.5 + 0.05 * rng.standard_normal((8, 3, 64, 64)).astype(np.float32)
+>>> normal = 0.5 + 0.05 * rng.standard_normal((16, 3, 64, 64)).astype(np.float32)
 >>> model = npad.methods.get("padim")(input_size=64)
 >>> model.fit(normal, quiet=True)                           # doctest: +ELLIPSIS
-<npad.methods.padim.PaDiM object at ...>
+PaDiM(method='padim', backbone='efficientnet_lite0', input_size=64x64, fitted, threshold=... (max, or median + 4 robust std ...))
 >>> test = normal[:2].copy(); test[1, :, 20:40, 20:40] = 1.0   # image 1 gets a white square
 >>> scores, maps = model.predict(test)
 >>> bool(scores[1] > scores[0]), maps.shape

@@ -56,6 +56,14 @@ def minmax(maps, lo=None, hi=None):
     return (maps - lo) / max(hi - lo, 1e-12)
 
 
+def threshold_normalize(x, lo, threshold):
+    """n = clip(0.5 + 0.5 (x - t) / (t - lo), 0, 1): 0 at ``lo``, 0.5 at the threshold t, 1 at
+    t + (t - lo); a min-max normalisation around the threshold (anomalib's convention, no sigmoid)."""
+    xp = get_array_module(x)
+    scale = threshold - lo if threshold > lo else max(abs(threshold), 1e-12)
+    return xp.clip(0.5 + 0.5 * (xp.asarray(x, dtype=xp.float64) - threshold) / scale, 0.0, 1.0)
+
+
 def as_numpy(a):
     """A float32 NumPy copy for metrics and pictures."""
     return numpy.asarray(to_cpu(a), dtype=numpy.float32)

@@ -80,8 +80,11 @@ def test_panel_and_grid_png(tmp_path):
     assert p.dtype == np.uint8 and p.shape == (32 + 14, 4 * 32 + 6, 3)
     np.testing.assert_array_equal(p[14:, 32 + 2:64 + 2][10, 10], [255, 255, 255])  # GT panel white inside mask
     out = viz.save_panels(tmp_path / "grid.png", imgs, maps, masks, threshold=0.5, scores=[1, 2, 3], ncols=2)
-    with Image.open(out) as im:
-        assert im.format == "PNG" and im.size == (2 * (p.shape[1] + 4) + 4, 2 * (p.shape[0] + 4) + 4)
+    with Image.open(out) as im:                          # the grid, and a colour bar on its right
+        w, h = 2 * (p.shape[1] + 4) + 4, 2 * (p.shape[0] + 4) + 4
+        assert im.format == "PNG" and im.size[1] == h and w + 20 < im.size[0] < w + 120
+        a = np.asarray(im)
+        assert (a[:, :w] == viz.grid([p], 1)[0, 0]).all(axis=-1).any()
     assert os.listdir(tmp_path) == ["grid.png"]  # atomic: no temp leftovers
     viz.save_panels(tmp_path / "nomask.png", imgs, maps)  # works without masks and threshold
     with pytest.raises(ValueError, match="3 images but 2 maps"):
@@ -102,3 +105,72 @@ def test_score_histogram(tmp_path, backend):
     viz.score_histogram(tmp_path / "only_normal.png", s[:50], y[:50], backend=backend)
     with pytest.raises(ValueError, match="labels"):
         viz.score_histogram(tmp_path / "bad.png", s, y[:3])
+
+
+def test_colorbar_runs_from_vmax_at_the_top_to_vmin():
+    bar = viz.colorbar(200, 0.0, 1.0, "jet", label="normalised anomaly", marks={0.5: "0.5 threshold"})
+    assert bar.dtype == np.uint8 and bar.shape[0] == 200
+    col = bar[:, bar.shape[1] // 20 + 8]                 # a column inside the gradient
+    inside = col[(col != 255).any(axis=1)]
+    lut = np.round(viz.colormap("jet") * 255)
+    np.testing.assert_allclose(inside[2], lut[-1], atol=40)       # dark red at the top
+    np.testing.assert_allclose(inside[-3], lut[0], atol=40)       # dark blue at the bottom
+
+
+def test_heatmap_keeps_the_photos_size_and_adds_caption_and_bar():
+    rng = np.random.default_rng(0)
+    photo = rng.random((3, 61, 150)).astype(np.float32)
+    amap = np.zeros((32, 32), np.float32)
+    amap[10:20, 10:20] = 1
+    plain = viz.overlay(photo, amap, vmin=0, vmax=1)
+    out = viz.heatmap(photo, amap, caption="ANOMALOUS  score 3.2\nnormalised 0.9", mask=amap > 0.5)
+    assert out.shape[1] > 150 and out.shape[0] > 61
+    cap = out.shape[0] - 160                              # the caption strip's height (the bar: >= 160 px)
+    body = out[cap:cap + 61, :150]
+    assert (out[cap + 61:, :150] == 255).all()            # white below the short photo
+    assert (body == 255).all(axis=-1).sum() > 10           # the mask's outline in white
+    edge = viz.contour(viz._resize_map(amap, (61, 150), nearest=True) > 0.5, max(1, 61 // 200))
+    np.testing.assert_array_equal(body[~edge], plain[~edge])
+
+
+def test_masks_are_single_channel_pngs(tmp_path):
+    m = np.zeros((5, 7), bool)
+    m[1:3, 2:4] = True
+    with Image.open(viz.save_mask(tmp_path / "m.png", m)) as im:
+        assert im.mode == "L" and im.size == (7, 5)
+        np.testing.assert_array_equal(np.asarray(im), m * 255)
+    with pytest.raises(ValueError, match="2-D"):
+        viz.save_mask(tmp_path / "x.png", np.zeros((2, 5, 7)))
+
+
+def test_histogram_draws_several_named_thresholds(tmp_path):
+    rng = np.random.default_rng(0)
+    s, y = rng.normal(0, 1, 40), np.r_[np.zeros(30), np.ones(10)]
+    one = np.asarray(Image.open(viz.score_histogram(tmp_path / "1.png", s, y, {"model": 1.0}, backend="pillow")))
+    two = np.asarray(Image.open(viz.score_histogram(tmp_path / "2.png", s, y, {"model": 1.0, "test-set F1-max": 0.0},
+                                                    backend="pillow")))
+    purple = lambda a: ((a[..., 0] > 120) & (a[..., 2] > 160) & (a[..., 1] < 130)).sum()
+    assert purple(two) > purple(one) + 20                # the second line, in its own colour
+
+
+def test_panels_title_and_notes_name_the_other_threshold(tmp_path):
+    rng = np.random.default_rng(0)
+    imgs, maps = rng.random((2, 3, 160, 160)).astype(np.float32), rng.random((2, 160, 160)).astype(np.float32)
+    plain = viz.panel(imgs[0], maps[0], None, 0.5, score=0.4, decision=False)
+    noted = viz.panel(imgs[0], maps[0], None, 0.5, score=0.4, decision=False, note="at F1-max 0.3: anomalous")
+    assert noted.shape == plain.shape and (noted[:14] != plain[:14]).any()          # the caption, longer
+    np.testing.assert_array_equal(noted[14:], plain[14:])
+    kw = dict(threshold=0.5, scores=[0.4, 0.9], decisions=[False, True], vmin=0.0, vmax=1.0)
+    untitled = np.asarray(Image.open(viz.save_panels(tmp_path / "a.png", imgs, maps, **kw)))
+    titled = np.asarray(Image.open(viz.save_panels(tmp_path / "b.png", imgs, maps, notes=["at F1-max: x", None],
+                                                   title="model threshold 0.5\nF1-max 0.3", **kw)))
+    assert titled.shape[0] == untitled.shape[0] + 2 * 18 and (titled[:36] < 128).any()   # two lines of text
+
+
+def test_histogram_legend_stays_clear_of_the_bars(tmp_path):
+    s, y = np.r_[0.0, np.full(30, 10.0)], np.zeros(31)          # one tall bar at the right, under the legend
+    a = np.asarray(Image.open(viz.score_histogram(tmp_path / "h.png", s, y, {"model": 5.0, "F1-max": 9.0},
+                                                  backend="pillow")))
+    blue = (np.abs(a.astype(int) - [117, 168, 206]).sum(-1) < 40)      # tab:blue at alpha 150 over white
+    rows = np.flatnonzero(blue.any(axis=1))
+    assert rows.size and rows.min() > 36 + 8 + 16 * 3                  # below the legend's three entries

@@ -115,10 +115,10 @@ class ADTR(AnomalyModel):
             raise ValueError(f"ADTR: resize must be 'bilinear' or 'area', got {c['resize']!r}")
         if c["plus_loss"] not in ("auto", "pixel", "image"):
             raise ValueError(f"ADTR: plus_loss must be 'auto', 'pixel' or 'image', got {c['plus_loss']!r}")
-        size = c["input_size"]
-        if size % GRID_STRIDE:
-            raise ValueError(f"ADTR: input_size must be a multiple of {GRID_STRIDE}, got {size}")
-        self.grid = (size // GRID_STRIDE, size // GRID_STRIDE)
+        h, w = self.input_hw
+        if h % GRID_STRIDE or w % GRID_STRIDE:
+            raise ValueError(f"ADTR: input_size must be a multiple of {GRID_STRIDE}, got {c['input_size']}")
+        self.grid = (h // GRID_STRIDE, w // GRID_STRIDE)
         if c["ablation"] == "pixels":
             self.encoder, channels = None, 3
         else:
@@ -154,8 +154,8 @@ class ADTR(AnomalyModel):
         bilinearly to the stride-16 grid and concatenated, B x C x h x w (a constant Tensor);
         with ``standardize=True`` each channel is z-scored with the training-set statistics."""
         x = images if isinstance(images, Tensor) else Tensor(images, dtype=numpy.float32)
-        if tuple(x.shape[2:]) != (self.config["input_size"],) * 2:
-            raise ValueError(f"ADTR: expected {self.config['input_size']} px images, got {tuple(x.shape)}")
+        if tuple(x.shape[2:]) != self.input_hw:
+            raise ValueError(f"ADTR: expected images of {self.input_hw} px, got {tuple(x.shape)}")
         f = self._raw_features(x)
         if self._norm is None:
             return f
@@ -192,10 +192,9 @@ class ADTR(AnomalyModel):
                                                                                            unit="batch")])
 
     # ---- training ----------------------------------------------------------------
-    def fit(self, dataset, validation=None, quiet=None):
+    def _fit(self, dataset, quiet=None):
         """Train the reconstruction network on normal images (Eq. 1); with ``plus=True`` continue
-        with ADTR+ on confetti anomalies (``fit_plus``). With ``validation`` (a labelled dataset),
-        stores its F1-max threshold."""
+        with ADTR+ on confetti anomalies (``fit_plus``)."""
         c = self.config
         ds = self._with_transform(dataset, train=True)
         self._train_ds = dataset
@@ -234,8 +233,6 @@ class ADTR(AnomalyModel):
             self.fit_plus(quiet=quiet)
         else:
             self._fit_reference(self._with_transform(dataset, train=False))
-        if validation is not None:
-            self.calibrate(validation)
         return self
 
     def grid_masks(self, masks):
@@ -317,7 +314,7 @@ class ADTR(AnomalyModel):
     def _maps(self, stats, reference=None):
         """(scores N, maps N x H x W): s(u) upsampled bilinearly to the input size; score = max of the
         ``pool``-averaged map. The reference is not needed: the maps are not normalised."""
-        maps = upsample(stats["grid"], self.config["input_size"], align_corners=True).astype(numpy.float32)
+        maps = upsample(stats["grid"], self.input_hw, align_corners=True).astype(numpy.float32)
         pool = self.config["pool"]
         scores = image_scores(maps, pool=pool) if pool and pool > 1 else image_scores(maps)
         return numpy.asarray(scores, numpy.float32), maps

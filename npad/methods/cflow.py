@@ -155,9 +155,9 @@ class CFlow(AnomalyModel):
             self.stats[f"feat_std_{i}"] = numpy.sqrt(numpy.maximum(s2 / n - mean * mean, 0)) + 1e-6
 
     # ---- training ----------------------------------------------------------------
-    def fit(self, dataset, validation=None, quiet=None):
+    def _fit(self, dataset, quiet=None):
         """Train the decoders on normal images (a dataset; the method's transform is used when it
-        has none). With ``validation`` (a labelled dataset), stores its F1-max threshold."""
+        has none)."""
         c = self.config
         ds = self._with_transform(dataset, train=True)
         loader = DataLoader(ds, batch_size=c["batch_size"], shuffle=True, seed=c["seed"], prefetch=2)
@@ -191,8 +191,6 @@ class CFlow(AnomalyModel):
                    modules=[self.decoders], desc="CFLOW epochs", quiet=quiet, history=self.history)
         self.history["fibers_per_s"] = self.history["samples_per_s"]
         self._fit_reference(self._with_transform(dataset, train=False))
-        if validation is not None:
-            self.calibrate(validation)
         return self
 
     def _fit_reference(self, train_ds):
@@ -216,7 +214,7 @@ class CFlow(AnomalyModel):
 
     def _likelihood(self, stats, reference=None):
         """Sum over scales of exp(log p / C - max) upsampled to the input size: N x H x W."""
-        size = self.config["input_size"]
+        size = self.input_hw
         total = 0.0
         for i in range(len(self.decoders)):
             logp = stats[f"logp_{i}"]

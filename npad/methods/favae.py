@@ -91,6 +91,7 @@ class FAVAE(AnomalyModel):
     """
 
     method = "favae"
+    square_input = True                  # the VAE's input is a square patch
     defaults = dict(
         features="pretrained",           # "pretrained" | "random" | "none" (vanilla gamma-VAE)
         backbone="efficientnet_lite0",   # a name in npad.backbones (vgg16 / resnet18 for the paper's)
@@ -227,9 +228,8 @@ class FAVAE(AnomalyModel):
             rest += [p for p in self.encoder.parameters() if p.requires_grad]
         return [{"params": rest}, {"params": var, "lr": self.config["variance_lr"]}]
 
-    def fit(self, dataset, validation=None, quiet=None):
-        """Train on normal images (a dataset; the method's transform is used when it has none).
-        With ``validation`` (a labelled dataset), stores its F1-max threshold."""
+    def _fit(self, dataset, quiet=None):
+        """Train on normal images (a dataset; the method's transform is used when it has none)."""
         c = self.config
         self._resolve_mode(dataset)
         ds = self._with_transform(dataset, train=True)
@@ -255,8 +255,6 @@ class FAVAE(AnomalyModel):
                    desc="FAVAE epochs", quiet=quiet, history=self.history, end_epoch=lambda epoch: {"gamma": self.gamma})
         self.history["images_per_s"] = self.history["samples_per_s"]
         self._fit_reference(dataset)
-        if validation is not None:
-            self.calibrate(validation)
         return self
 
     def _fit_reference(self, dataset, n=32):

@@ -51,7 +51,7 @@ class PaDiM(AnomalyModel):
                 for f in feats]
         return numpy.asarray(to_cpu(F.cat(maps, 1).data[:, self.channels]), numpy.float64)
 
-    def fit(self, dataset, validation=None, quiet=None):
+    def _fit(self, dataset, quiet=None):
         """Mean and regularised inverse covariance per position, from one pass over the data
         accumulating n, sum e and sum e e^T (float64): cov = (sum e e^T - n mu mu^T) / (n - 1)."""
         ds = self._with_transform(dataset, train=True)
@@ -68,24 +68,22 @@ class PaDiM(AnomalyModel):
         cov = (s2 - n * mean[:, :, None] * mean[:, None, :]) / (n - 1)          # Eq. 1
         cov += self.config["eps"] * numpy.eye(cov.shape[-1])
         self.mean, self.inv_cov = mean.astype(numpy.float32), numpy.linalg.inv(cov).astype(numpy.float32)
-        if validation is not None:
-            self.calibrate(validation)
         return self
-
-    def is_fitted(self):
-        return self.mean is not None
 
     def _score(self, images):
         """Mahalanobis distance on the grid, N x h x w (Eq. 2)."""
         e = self._embed(images)                                                  # N x d x h x w
         N, d, h, w = e.shape
+        if h * w != len(self.mean):
+            raise ValueError(f"PaDiM: fitted on a grid of {len(self.mean)} positions, but input_size "
+                             f"{self.config['input_size']} gives {h} x {w}; was the config edited?")
         diff = e.reshape(N, d, -1).transpose(2, 0, 1) - self.mean[:, None]      # P x N x d
         m = ((diff @ self.inv_cov) * diff).sum(-1)                               # P x N
         return {"dist": numpy.sqrt(numpy.maximum(m, 0)).T.reshape(N, h, w)}
 
     def _maps(self, stats, reference=None):
         """Upsampled, smoothed distance maps and their maxima."""
-        maps = gaussian_smooth(upsample(stats["dist"], self.config["input_size"], align_corners=False),
+        maps = gaussian_smooth(upsample(stats["dist"], self.input_hw, align_corners=False),
                                self.config["sigma"])
         return maps.reshape(maps.shape[0], -1).max(axis=1), maps
 
@@ -93,4 +91,12 @@ class PaDiM(AnomalyModel):
         return {"mean": self.mean, "inv_cov": self.inv_cov, "channels": self.channels}
 
     def load_state_dict(self, state):
-        self.mean, self.inv_cov, self.channels = state["mean"], state["inv_cov"], state["channels"]
+        total, channels = sum(self.encoder.channels), numpy.asarray(state["channels"])
+        if channels.size and not (0 <= channels.min() and channels.max() < total):
+            raise ValueError(f"channels: indices {channels.min()}..{channels.max()} out of range: the backbone's "
+                             f"taps have {total} channels")
+        mean, inv_cov = numpy.asarray(state["mean"]), numpy.asarray(state["inv_cov"])
+        if mean.ndim != 2 or inv_cov.shape != mean.shape + mean.shape[1:] or channels.shape != mean.shape[1:]:
+            raise ValueError(f"mean {mean.shape}, inv_cov {inv_cov.shape} and channels {channels.shape} do not "
+                             "fit together (P x d, P x d x d, d)")
+        self.mean, self.inv_cov, self.channels = mean, inv_cov, channels

@@ -162,7 +162,7 @@ class PatchCore(AnomalyModel):
         e = e.transpose(0, 2, 3, 1).reshape(-1, e.shape[1])                 # (B h w) x C
         return (e if self.pool is None else e @ get_array_module(e).asarray(self.pool)), (h, w)
 
-    def fit(self, dataset, validation=None, quiet=None):
+    def _fit(self, dataset, quiet=None):
         """Memory bank of every training patch (Eq. 4), reduced to its greedy coreset (Alg. 1)."""
         c = self.config
         ds = self._with_transform(dataset, train=True)
@@ -178,12 +178,7 @@ class PatchCore(AnomalyModel):
         if bank is None:
             raise ValueError("PatchCore needs at least 1 training image, got none")
         self.bank = coreset(bank, c["coreset_ratio"], c["projection"], c["seed"], quiet=quiet)
-        if validation is not None:
-            self.calibrate(validation)
         return self
-
-    def is_fitted(self):
-        return self.bank is not None
 
     def _bank_on(self, xp):
         """The memory bank on the array module of the features (moved once after load or a device change)."""
@@ -210,7 +205,7 @@ class PatchCore(AnomalyModel):
     def _maps(self, stats, reference=None):
         """Upsampled, smoothed distance maps; image scores by ``image_score``."""
         c = self.config
-        maps = gaussian_smooth(upsample(stats["dist"], c["input_size"], align_corners=False), c["sigma"])
+        maps = gaussian_smooth(upsample(stats["dist"], self.input_hw, align_corners=False), c["sigma"])
         if c["image_score"] == "reweight":
             return stats["weight"] * stats["dist"].reshape(len(maps), -1).max(1), maps       # Eq. 7
         return image_scores(maps, c["image_score"], k=c["topk"]), maps

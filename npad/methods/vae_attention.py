@@ -472,6 +472,7 @@ class VAEAttention(AnomalyModel):
     """
 
     method = "vae_attention"
+    square_input = True                  # the VAE decodes to a square image
     defaults = dict(
         arch="trunk",                    # "trunk" (MVTec VAE) or "conv" (the authors' MNIST VAE, RGB)
         backbone="efficientnet_lite0",
@@ -512,13 +513,11 @@ class VAEAttention(AnomalyModel):
         self.layer = c["layer"] or self.vae.default_layer
         self.vae.eval()
 
-    def fit(self, dataset, validation=None, quiet=None):
+    def _fit(self, dataset, quiet=None):
         c = self.config
         ds = dataset if hasattr(dataset, "shape") else self._with_transform(dataset, train=True)
         self.history = {}
         fit_vae(self.vae, ds, c["epochs"], c["lr"], c["batch_size"], c["seed"], quiet=quiet, history=self.history)
-        if validation is not None:
-            self.calibrate(validation)
         return self
 
     def attention(self, images, **kw):

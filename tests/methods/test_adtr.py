@@ -247,7 +247,8 @@ def test_standardized_features_survive_save_load(toy, tmp_path, standin):
     """standardize=True: f is z-scored per channel with the training-set statistics, which are part
     of the saved state; resize="area" averages the finer taps over each grid cell."""
     train, test = MVTecDataset(toy, None, "train"), MVTecDataset(toy, None, "test")
-    model = ADTR(**{**TINY, "epochs": 3, "standardize": True, "resize": "area"}).fit(train, quiet=True)
+    model = ADTR(**{**TINY, "epochs": 3, "standardize": True, "resize": "area"}).fit(train, validation=test,
+                                                                                    quiet=True)
     x = numpy.stack([train[i]["image"] for i in range(len(train))])
     f = model.features(x).numpy()
     numpy.testing.assert_allclose(f.mean(axis=(0, 2, 3)), 0, atol=1e-4)

@@ -238,6 +238,7 @@ def test_map_highlights_a_pasted_stroke():
     assert pasted[:, stroke].mean() > np.mean([pasted[i][bg[i]].mean() for i in range(len(x))])
 
 
+@pytest.mark.filterwarnings("ignore:.*(threshold rests on only|too few to keep some out)")  # tiny fits: calibrated on few images
 def test_method_predict_save_load(tmp_path):
     rng = np.random.default_rng(0)
     imgs = (rng.random((6, 3, 16, 16)) * 0.2 + 0.4).astype(np.float32)
