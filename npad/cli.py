@@ -67,11 +67,8 @@ def cmd_fit(args):
         cls = methods.get(args.method)
     except ValueError as e:
         raise SystemExit(f"npad: {e}")
-    opts = dict(quick=not args.full, input_size=args.size, seed=args.seed, **_options(args.set))
-    if args.backbone:
-        opts["backbone"] = args.backbone
-    if args.onnx:
-        opts["onnx_path"] = args.onnx
+    from .experiment import budget_options
+    opts = dict(budget_options(args), seed=args.seed, **_options(args.set))
     if args.epochs:
         opts[getattr(cls, "epochs_option", "epochs")] = args.epochs
     opts = {k: v for k, v in opts.items() if k in cls.defaults}
@@ -182,6 +179,7 @@ def _load(path):
 
 
 def main(argv=None):
+    from .experiment import add_budget_arguments
     tune_cpu()                          # OpenBLAS tuned for npad's threads (README: Threads)
     p = argparse.ArgumentParser(prog="npad", description="Visual anomaly detection on NumPy.", epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -194,9 +192,10 @@ def main(argv=None):
     f.add_argument("--val", default=None, help="MVTec-layout folder whose test split sets the F1-max threshold")
     f.add_argument("--backbone", default=None)
     f.add_argument("--onnx", default=None, help="ONNX file of the backbone")
-    f.add_argument("--size", type=int, default=256)
+    f.add_argument("--size", type=int, default=None, help="input size (default 256; with --paper the paper's)")
+    f.set_defaults(size_default=256)
     f.add_argument("--epochs", type=int, default=None)
-    f.add_argument("--full", action="store_true", help="the paper's training budget (default: quick)")
+    add_budget_arguments(f)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="any other option of the method")
     f.add_argument("--out", default="runs/model")

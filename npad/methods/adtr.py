@@ -98,6 +98,7 @@ class ADTR(AnomalyModel):
         mask_fraction=0.25,              # a grid cell is anomalous when this share of its pixels is
         seed=0,
         quick=False,
+        paper=False,
     )
 
     def quick_overrides(self):

@@ -5,6 +5,17 @@ A method subclasses ``AnomalyModel`` and provides ``fit(dataset)``, ``_score(ima
 (raw per-batch statistics) and ``_maps(stats)`` (anomaly maps and image scores from those
 statistics); ``predict``, ``evaluate``, ``save`` and ``load`` are written once here. Its
 ``fit`` writes one training step (its loss) and hands it to :func:`train_loop`.
+
+Three budgets, the same for every method:
+
+* ``quick=True`` (``quick_overrides``): minutes on a CPU; tests, examples and the command
+  line's default.
+* neither (the class's ``defaults``; ``--full`` on the command line): npad's own full setting.
+* ``paper=True`` (``paper_overrides``; ``--paper``): the settings of the method's paper, each
+  value with its section in the method's docstring and its test; where npad cannot follow the
+  paper, the method's "Deviations from the paper" section (docs/DEVIATIONS.md) says why.
+
+Options given explicitly always win over the budget's values.
 """
 import copy
 import time
@@ -66,8 +77,11 @@ class AnomalyModel:
         if unknown:
             raise TypeError(f"{type(self).__name__}: unknown option(s) {unknown}; options are {sorted(self.defaults)}")
         self.config = {**self.defaults, **config}
-        if self.config.get("quick"):
-            self.config.update({k: v for k, v in self.quick_overrides().items() if k not in config})
+        quick, paper = bool(self.config.get("quick")), bool(self.config.get("paper"))
+        if quick and paper:
+            raise ValueError(f"{type(self).__name__}: quick=True and paper=True are two budgets; choose one")
+        budget = self.quick_overrides() if quick else self.paper_overrides() if paper else {}
+        self.config.update({k: v for k, v in budget.items() if k not in config})
         self.stats = {}
         self.threshold = None
         self.pixel_threshold = None
@@ -80,6 +94,16 @@ class AnomalyModel:
     def quick_overrides(self):
         """Option values of the fast setting (``quick=True``) used by tests and the default example."""
         return {}
+
+    def paper_overrides(self):
+        """Option values of the paper's setting (``paper=True``); a method without one refuses."""
+        raise NotImplementedError(f"{type(self).__name__} has no paper mode (paper=True): its paper is not among "
+                                  "npad's sources; see docs/DEVIATIONS.md")
+
+    @classmethod
+    def has_paper_mode(cls):
+        """True when the method defines ``paper_overrides`` (``paper=True`` / ``--paper``)."""
+        return cls.paper_overrides is not AnomalyModel.paper_overrides
 
     # ---- data ------------------------------------------------------------------
     def eval_transform(self):

@@ -115,6 +115,7 @@ class FAVAE(AnomalyModel):
         image_score="sum",               # "sum" (of the map) | "elbo" (sum + KL) | "typicality" (Eq. 2)
         seed=0,
         quick=False,
+        paper=False,
     )
 
     def quick_overrides(self):

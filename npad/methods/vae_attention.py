@@ -493,6 +493,7 @@ class VAEAttention(AnomalyModel):
         score="max",
         seed=0,
         quick=False,
+        paper=False,
     )
 
     def quick_overrides(self):
