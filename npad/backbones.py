@@ -767,7 +767,8 @@ BACKBONES["efficientnet_b4"] = _spec(
      "favae": [f"features.{i}" for i in range(1, 8)], "patchcore": ["features.3", "features.5"],
      "vae_attention": ["features.7"], "all": list(_EFFB4)},
     _EFFB4, env_var="NPAD_EFFICIENTNET_B4_ONNX", aliases=_EFFB4_ALIASES,
-    description="torchvision efficientnet_b4 (IMAGENET1K_V1), via weights/export_torchvision.py")
+    description="torchvision efficientnet_b4 (IMAGENET1K_V1), via weights/export_torchvision.py; not the ADTR "
+                "paper's checkpoint (efficientnet_b4_lukemelas)")
 BACKBONES["mobilenet_v3_large"] = _spec(
     "mobilenet_v3_large", "mobilenet_v3_large.onnx",
     {"default": ["features.3", "features.6", "features.12"],

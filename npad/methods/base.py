@@ -82,6 +82,10 @@ class AnomalyModel:
             raise ValueError(f"{type(self).__name__}: quick=True and paper=True are two budgets; choose one")
         budget = self.quick_overrides() if quick else self.paper_overrides() if paper else {}
         self.config.update({k: v for k, v in budget.items() if k not in config})
+        weights = self._paper_weights() if paper else None
+        if weights and self.config.get("backbone") == weights[0]:
+            from ..backbones import require_weights
+            require_weights(*weights, onnx_path=self.config.get("onnx_path"), who=f"{type(self).__name__}(paper=True)")
         self.stats = {}
         self.threshold = None
         self.pixel_threshold = None
@@ -99,6 +103,13 @@ class AnomalyModel:
         """Option values of the paper's setting (``paper=True``); a method without one refuses."""
         raise NotImplementedError(f"{type(self).__name__} has no paper mode (paper=True): its paper is not among "
                                   "npad's sources; see docs/DEVIATIONS.md")
+
+    #: (backbone, weights) of the paper: paper mode refuses a file of that backbone whose ``npad.weights``
+    #: metadata names other weights (npad.backbones.require_weights)
+    paper_weights = None
+
+    def _paper_weights(self):
+        return self.paper_weights
 
     @classmethod
     def has_paper_mode(cls):
