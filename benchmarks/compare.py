@@ -58,7 +58,7 @@ def main(argv=None):
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="other options, for every method that has them")
     args = p.parse_args(argv)
     if args.methods is None:
-        args.methods = [m for m in ORDER if not args.paper or methods.get(m).has_paper_mode()]
+        args.methods = [m for m in ORDER if not args.paper or m in methods.methods_with_paper_mode()]
     without = [m for m in args.methods if args.paper and not methods.get(m).has_paper_mode()]
     if without:
         p.error(f"--paper: {without} have no paper mode (see docs/DEVIATIONS.md)")
