@@ -74,7 +74,10 @@ def cmd_fit(args):
     opts = {k: v for k, v in opts.items() if k in cls.defaults}
     train = _train_dataset(args.data, args.category)
     print(f"fitting {cls.__name__} on {len(train)} images from {args.data}")
-    model = cls(**opts)
+    try:
+        model = cls(**opts)
+    except (FileNotFoundError, ValueError, NotImplementedError) as e:      # e.g. --paper without the paper's weights
+        raise SystemExit(f"npad: {e}")
     model.fit(train)
     if args.val:
         model.calibrate(_test_dataset(args.val, args.category))
