@@ -14,7 +14,8 @@ The quick setting (default) trains 64 px patches/images (12 epochs of 200 sample
 --full is npad's 128 px setting (SSIM-autoencoder widths, EfficientNet-Lite0 features); --paper the
 paper's (Appendix D network, VGG-16 features, 10000 images per epoch, the pixel layer in the map).
 
-Measured on the idle 2-core machine (2026-12-01, OpenBLAS SkylakeX, 2 threads), synthetic set:
+Measured on the idle 2-core machine (2026-12-01, OpenBLAS SkylakeX, 2 threads) with the
+feature-only map that was then the default (now ``score_pixels=False``), synthetic set:
 FAVAE 67 s wall in all (about 30 s of training per category), mean image / pixel AUROC / AUPRO
 60.1 / 86.8 / 61.0; ``--features none`` (vanilla gamma-VAE) 54 s, 57.7 / 80.9 / 57.5. FAVAE beats
 the vanilla VAE on pixel AUROC by 5.9 points (gear 91.5 vs 93.5, weave 82.0 vs 68.3). On
