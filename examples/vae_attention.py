@@ -110,7 +110,8 @@ def run_mvtec(args, out):
             cfg["layer"] = args.layer_mvtec
         model = VAEAttention(**cfg)
         c = model.config
-        print(f"  input {c['input_size']} px, trunk {c['backbone']}:{c['tap']} ({'frozen' if c['frozen'] else 'trained'}), "
+        tap, trained = model.vae.trunk.fx.taps[0], "frozen" if c["frozen"] else "trained"
+        print(f"  input {c['input_size']} px, trunk {c['backbone']}:{tap} ({trained}), "
               f"{c['epochs']} epochs, batch {c['batch_size']}, Adam lr {c['lr']:g}, map at {model.layer!r}")
         t0 = time.perf_counter()
         model.fit(train)

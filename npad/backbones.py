@@ -237,7 +237,8 @@ def build_efficientnet_lite(state_dict, name: str = "efficientnet_lite0") -> "on
                                registry=name)
 
 
-def build_efficientnet_b(state_dict, name: str = "efficientnet_b4", weights: str = "") -> "onnx.ModelProto":  # noqa: F821
+def build_efficientnet_b(state_dict, name: str = "efficientnet_b4",
+                         weights: str = "") -> "onnx.ModelProto":  # noqa: F821
     """Build an EfficientNet-B ONNX model (opset 17) from a lukemelas ``efficientnet_pytorch`` state dict:
     the graph of :func:`build_efficientnet_lite` with the B scaling, swish, squeeze-excite and the lukemelas
     model's static SAME padding for its native resolution (module docstring). ``weights`` is recorded as

@@ -69,7 +69,7 @@ def test_require_weights_refuses_other_weights(tmp_path, monkeypatch):
         return path
     good = file_with("torchvision:IMAGENET1K_V1")
     assert B.require_weights("resnet18", "torchvision:IMAGENET1K_V1", good) == good
-    with pytest.raises(ValueError, match="IMAGENET1K_V2.*the paper used 'torchvision:IMAGENET1K_V1'.*export_torchvision"):
+    with pytest.raises(ValueError, match="V2.*the paper used 'torchvision:IMAGENET1K_V1'.*export_torchvision"):
         B.require_weights("resnet18", "torchvision:IMAGENET1K_V1", file_with("torchvision:IMAGENET1K_V2"))
     with pytest.warns(UserWarning, match="does not say which weights"):
         B.require_weights("resnet18", "torchvision:IMAGENET1K_V1", file_with(None))

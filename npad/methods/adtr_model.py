@@ -159,8 +159,9 @@ def _check_pair(f, f_hat, name):
 def adtr_normal_loss(f, f_hat):
     """Eq. 1, the loss with normal samples only: the MSE between the features and their reconstruction.
 
-    The mean over all B C H W elements (as nn.MSELoss in UniAD's code, by the same first author). Eq. 1 writes it per image as
-    1/(H W) ||f - f_hat||_2^2, i.e. C times this value; the factor does not change the optimum."""
+    The mean over all B C H W elements (as nn.MSELoss in UniAD's code, by the same first author). Eq. 1
+    writes it per image as 1/(H W) ||f - f_hat||_2^2, i.e. C times this value; the factor does not change
+    the optimum."""
     _check_pair(f, f_hat, "adtr_normal_loss")
     return F.mse_loss(f_hat, f)
 

@@ -82,7 +82,8 @@ from ..nn.init import he_normal_
 from ..optim import Adam, CosineAnnealingLR
 from ..tensor import Tensor, no_grad
 from .base import AnomalyModel, backward_step, train_loop
-from .favae_model import APPENDIX_D_WIDTHS, ConvVAE, FAVAENet, gaussian_nll_map, kl_per_image  # noqa: F401 (ConvVAE: importable here)
+from .favae_model import ConvVAE  # noqa: F401 (importable here)
+from .favae_model import APPENDIX_D_WIDTHS, FAVAENet, gaussian_nll_map, kl_per_image
 
 TEXTURES = tuple(MVTEC_TEXTURES) + ("weave",)
 
