@@ -1,24 +1,4 @@
-"""Drawing a fixed number of training samples per epoch from a dataset of any size, and a subset of a
-dataset (a held-out split)."""
-
-
-class Subset:
-    """The samples ``indices`` of ``dataset``, in that order (torch.utils.data.Subset)."""
-
-    def __init__(self, dataset, indices):
-        self.dataset, self.indices = dataset, [int(i) for i in indices]
-        self.strict = getattr(dataset, "strict", False)
-        self.category = getattr(dataset, "category", None)
-
-    def __len__(self):
-        return len(self.indices)
-
-    def get(self, k, rng=None):
-        get = getattr(self.dataset, "get", None)
-        return get(self.indices[k], rng) if get is not None and rng is not None else self[k]
-
-    def __getitem__(self, k):
-        return self.dataset[self.indices[k]]
+"""Drawing a fixed number of training samples per epoch from a dataset of any size."""
 
 
 class Resampled:

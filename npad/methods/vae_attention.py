@@ -80,7 +80,8 @@ from .. import functional as F
 from ..backend import get_array_module, to_cpu
 from ..data import ArrayDataset, DataLoader
 from ..data import transforms as T
-from ..data.sampling import Resampled, Subset
+from ..data.sampling import Resampled
+from ..utils.data import Subset
 from ..maps import upsample
 from ..nn import (BatchNorm2d, Conv2d, ConvTranspose2d, Flatten, Linear, Module, ReLU, Sequential, Sigmoid,
                   Unflatten)
