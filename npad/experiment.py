@@ -25,16 +25,20 @@ COLUMNS = [("image_auroc", "image AUROC", 100), ("pixel_auroc", "pixel AUROC", 1
 
 
 def common_arguments(description, default_size=256):
-    """The arguments every example takes."""
+    """The arguments every example takes (``budget_options`` turns the budget ones into options)."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", default=None, help="MVTec-layout root or one category folder "
                                                 "(default: the embedded synthetic dataset, generated on first use)")
     p.add_argument("--category", default=None, help="one category (default: every category found)")
-    p.add_argument("--backbone", default="efficientnet_lite0", help="backbone name (see npad.backbones)")
+    p.add_argument("--backbone", default=None, help="backbone name (see npad.backbones; default: "
+                                                    "efficientnet_lite0, with --paper the paper's)")
     p.add_argument("--onnx", default=None, help="ONNX file of the backbone when it is not built in")
-    p.add_argument("--size", type=int, default=default_size, help="input size in pixels")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the method's quick setting)")
-    p.add_argument("--full", action="store_true", help="the paper's training budget instead of the quick one")
+    size = default_size or "the method's"
+    p.add_argument("--size", type=int, default=None, help=f"input size in pixels (default: {size}; with --paper "
+                                                          "the paper's)")
+    p.set_defaults(size_default=default_size)
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the budget's)")
+    add_budget_arguments(p)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="cpu (NumPy) or cuda (CuPy)")
     p.add_argument("--out", default="runs/example", help="output folder")
     p.add_argument("--seed", type=int, default=0)
@@ -43,6 +47,30 @@ def common_arguments(description, default_size=256):
                         "(default: the library's, 0.2; 0 trains on all of them as the papers do)")
     p.add_argument("--panels", type=int, default=12, help="test images drawn in the panel picture")
     return p
+
+
+def add_budget_arguments(p):
+    """--full and --paper: the three budgets of every method (npad.methods.base); neither is quick."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--full", action="store_true",
+                   help="npad's full budget (the method's defaults) instead of the quick one; not the paper's")
+    g.add_argument("--paper", action="store_true",
+                   help="the paper's settings (paper=True; each method's docstring and docs/DEVIATIONS.md)")
+
+
+def budget_options(args):
+    """Method options from the budget arguments: ``quick`` / ``paper``; ``input_size`` from --size,
+    else the example's default size except with --paper (the paper's size applies); ``backbone``
+    and ``onnx_path`` when given (else the budget's: EfficientNet-Lite0, or the paper's)."""
+    opts = dict(quick=not (args.full or args.paper), paper=bool(args.paper))
+    size = args.size if args.size is not None else None if args.paper else getattr(args, "size_default", None)
+    if size is not None:
+        opts["input_size"] = size
+    if getattr(args, "backbone", None):
+        opts["backbone"] = args.backbone
+    if getattr(args, "onnx", None):
+        opts["onnx_path"] = args.onnx
+    return opts
 
 
 def categories(data, category):

@@ -8,20 +8,22 @@ log-determinants.
 The conditional affine coupling block (FrEIA's "all-in-one" block), for an
 input x = [x1, x2] with x1 the first C - C//2 channels:
 
-    a      = prescale * subnet([x1, cond])            (prescale 0.1)
+    a      = prescale * subnet([x1, cond])            (prescale 0.1; subnet(x1) without a condition)
     s, t   = a[:, :C//2], a[:, C//2:]
-    s'     = clamp * tanh(s / clamp)                    (soft clamp, clamp 1.9)
+    s'     = clamp * tanh(s / clamp)                    (soft clamp, clamp 1.9; soft_clamp="scaled")
     x2    <- x2 * exp(s') + t                           log_det += sum(s')
     x     <- x * scale + offset                         log_det += sum(log scale)
              scale = 0.1 * softplus_{beta=0.5}(g), g set so that scale starts at 1
     y      = x @ W^T                                    W fixed: random orthogonal ("soft"
                                                         permutation, |det W| = 1) or a permutation
 
-FrEIA's block computes s' = clamp * tanh(s) instead: both saturate at +-clamp, but
-near 0 npad's s' ~ s and FrEIA's ~ clamp * s (one of the differences from the
-authors' CFLOW code, all listed in npad.methods.cflow). The inverse runs the
-steps backwards: x = y @ W, undo the affine, x2 = (x2 - t) * exp(-s'), where
-s', t come from the unchanged x1.
+``soft_clamp="unscaled"`` computes s' = clamp * tanh(s), the form of FrEIA's block at
+the commit the CFLOW-AD authors pinned (4e0c6ab, April 2021; FrEIA switched to
+clamp * tanh(s / clamp) in 2023): both saturate at +-clamp, but near 0 the scaled
+form's s' ~ s and the unscaled form's ~ clamp * s. With ``cond_channels=0`` the block
+is unconditional (FrEIA's block without ``cond``; CFLOW-AD's UFLOW ablation). The
+inverse runs the steps backwards: x = y @ W, undo the affine, x2 = (x2 - t) * exp(-s'),
+where s', t come from the unchanged x1.
 """
 import math
 
@@ -47,16 +49,21 @@ class ConditionalAffineCoupling(Module):
     the maths is in the module docstring."""
 
     def __init__(self, channels, cond_channels, subnet_constructor=subnet_fc, clamp=1.9, prescale=0.1,
-                 permutation="soft", seed=0):
+                 permutation="soft", seed=0, soft_clamp="scaled"):
         super().__init__()
         if channels < 2:
             raise ValueError(f"ConditionalAffineCoupling needs at least 2 channels, got {channels}")
         if permutation not in ("soft", "hard"):
             raise ValueError(f"permutation must be 'soft' (random orthogonal) or 'hard', got {permutation!r}")
+        if soft_clamp not in ("scaled", "unscaled"):
+            raise ValueError(f"soft_clamp must be 'scaled' (clamp tanh(s / clamp)) or 'unscaled' (clamp tanh(s)), "
+                             f"got {soft_clamp!r}")
+        if cond_channels < 0:
+            raise ValueError(f"ConditionalAffineCoupling: cond_channels must be >= 0, got {cond_channels}")
         self.channels, self.cond_channels = channels, cond_channels
         self.c2 = channels // 2
         self.c1 = channels - self.c2
-        self.clamp, self.prescale, self.permutation = clamp, prescale, permutation
+        self.clamp, self.prescale, self.permutation, self.soft_clamp = clamp, prescale, permutation, soft_clamp
         self.subnet = subnet_constructor(self.c1 + cond_channels, 2 * self.c2)
         self.global_scale = Parameter(numpy.full((channels,), _inverse_softplus_half(1.0), numpy.float32))
         self.global_offset = Parameter(numpy.zeros((channels,), numpy.float32))
@@ -70,9 +77,14 @@ class ConditionalAffineCoupling(Module):
 
     def _coefficients(self, x1, cond):
         """s' (N x C//2) and t (N x C//2) from the unchanged half and the condition."""
+        if (cond is None) != (self.cond_channels == 0):
+            raise ValueError(f"ConditionalAffineCoupling: built for {self.cond_channels} condition channels, "
+                             f"called with {'no condition' if cond is None else 'a condition'}")
         h = x1 if cond is None else F.cat([x1, cond], 1)                  # N x (C1 + P)
         a = self.subnet(h) * self.prescale                                # N x 2 C2
         s, t = a[:, :self.c2], a[:, self.c2:]
+        if self.soft_clamp == "unscaled":
+            return self.clamp * F.tanh(s), t
         return self.clamp * F.tanh(s / self.clamp), t
 
     def _scale(self):
@@ -124,10 +136,12 @@ class SequenceFlow(Module):
         return y
 
 
-def cflow_decoder(channels, cond_channels=128, n_blocks=8, clamp=1.9, prescale=0.1, permutation="soft", seed=0):
-    """CFLOW's decoder for one scale: ``n_blocks`` conditional affine couplings (Gudovskiy et al., Sec. 4)."""
+def cflow_decoder(channels, cond_channels=128, n_blocks=8, clamp=1.9, prescale=0.1, permutation="soft", seed=0,
+                  soft_clamp="scaled"):
+    """CFLOW's decoder for one scale: ``n_blocks`` conditional affine couplings (Gudovskiy et al., Sec. 4.2);
+    ``cond_channels=0``: unconditional couplings (Table 2's UFLOW)."""
     return SequenceFlow(*[ConditionalAffineCoupling(channels, cond_channels, clamp=clamp, prescale=prescale,
-                                                    permutation=permutation, seed=seed + k)
+                                                    permutation=permutation, seed=seed + k, soft_clamp=soft_clamp)
                           for k in range(n_blocks)])
 
 
@@ -140,8 +154,8 @@ def gaussian_log_prob(z, log_det):
 def positional_encoding_2d(channels, height, width, xp=numpy, dtype=numpy.float32):
     """CFLOW's 2-D sinusoidal encoding, channels x H x W: with w_k = 10000^(-2k / (channels/2)),
     channels 2k, 2k+1 are sin, cos(column * w_k) and channels/2 + 2k, +1 are sin, cos(row * w_k)."""
-    if channels % 4:
-        raise ValueError(f"positional_encoding_2d: channels must be a multiple of 4, got {channels}")
+    if channels % 4 or channels <= 0:
+        raise ValueError(f"positional_encoding_2d: channels must be a positive multiple of 4, got {channels}")
     half = channels // 2
     w = numpy.exp(numpy.arange(0, half, 2) * -(math.log(1e4) / half))          # half/2
     cols = numpy.arange(width)[:, None] * w                                     # W x half/2

@@ -353,3 +353,126 @@ def test_lite_stages_scale_lite0():
     assert [st[4] for st in l2] == [16, 24, 48, 88, 120, 208, 352]
     assert [st[5] for st in l2] == [1, 3, 3, 4, 4, 5, 1]
     assert B.get_backbone("efficientnet_lite2").tap_channels("patchcore") == [48, 120]
+
+
+# ---- EfficientNet-B4 from a lukemelas checkpoint (ADTR's backbone): against a torch forward ---------
+
+def _lukemelas_b4_state(seed=0):
+    """A random state dict in the lukemelas efficientnet_pytorch layout of EfficientNet-B4."""
+    rng = np.random.default_rng(seed)
+    sd = {}
+
+    def conv(key, cout, cin, k, bias=False):
+        sd[key + ".weight"] = rng.normal(0, (1 / (cin * k * k)) ** 0.5, (cout, cin, k, k)).astype(np.float32)
+        if bias:
+            sd[key + ".bias"] = rng.normal(0, 0.1, cout).astype(np.float32)
+
+    def bn(key, c):
+        sd.update({key + ".weight": rng.uniform(0.5, 1.5, c), key + ".bias": rng.normal(0, 0.1, c),
+                   key + ".running_mean": rng.normal(0, 0.1, c), key + ".running_var": rng.uniform(0.5, 1.5, c)})
+    conv("_conv_stem", 48, 3, 3)
+    bn("_bn0", 48)
+    b = 0
+    for e, k, s, cin, cout, reps in B.b_stages(1.4, 1.8):
+        for r in range(reps):
+            ci = cin if r == 0 else cout
+            p = f"_blocks.{b}."
+            if e != 1:
+                conv(p + "_expand_conv", ci * e, ci, 1)
+                bn(p + "_bn0", ci * e)
+            conv(p + "_depthwise_conv", ci * e, 1, k)
+            bn(p + "_bn1", ci * e)
+            conv(p + "_se_reduce", max(1, int(ci * 0.25)), ci * e, 1, bias=True)
+            conv(p + "_se_expand", ci * e, max(1, int(ci * 0.25)), 1, bias=True)
+            conv(p + "_project_conv", cout, ci * e, 1)
+            bn(p + "_bn2", cout)
+            b += 1
+    conv("_conv_head", 1792, 448, 1)
+    bn("_bn1", 1792)
+    sd["_fc.weight"] = rng.normal(0, 0.01, (1000, 1792)).astype(np.float32)
+    sd["_fc.bias"] = np.zeros(1000, np.float32)
+    return {k: np.asarray(v, np.float32) for k, v in sd.items()}
+
+
+def _torch_lukemelas(sd, image_size=380):
+    """lukemelas's MBConv forward written out in torch: swish, squeeze-excite on the block's input width / 4,
+    Conv2dStaticSamePadding computed once for ``image_size``; the stage outputs as extract_endpoints takes
+    them (the last block before each resolution drop)."""
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    w = {k: torch.from_numpy(v) for k, v in sd.items()}
+
+    def same(x, key, stride, size, groups=1, bias=None):
+        k = w[key].shape[-1]
+        t = max((-(-size // stride) - 1) * stride + k - size, 0)
+        x = tf.pad(x, [t // 2, t - t // 2, t // 2, t - t // 2])
+        return tf.conv2d(x, w[key], None if bias is None else w[bias], stride=stride, groups=groups)
+
+    def bn(x, key):
+        return tf.batch_norm(x, w[key + ".running_mean"], w[key + ".running_var"], w[key + ".weight"],
+                             w[key + ".bias"], eps=1e-3)
+
+    def forward(x):
+        swish = tf.silu
+        size = image_size
+        h = swish(bn(same(torch.from_numpy(x), "_conv_stem.weight", 2, size), "_bn0"))
+        size, out, b = -(-size // 2), {"stem": h}, 0
+        for si, (e, k, s, cin, cout, reps) in enumerate(B.b_stages(1.4, 1.8), start=1):
+            for r in range(reps):
+                stride, p, x0 = (s if r == 0 else 1), f"_blocks.{b}.", h
+                y = swish(bn(same(h, p + "_expand_conv.weight", 1, size), p + "_bn0")) if e != 1 else h
+                y = swish(bn(same(y, p + "_depthwise_conv.weight", stride, size, groups=y.shape[1]), p + "_bn1"))
+                size = -(-size // stride)
+                z = swish(same(y.mean((2, 3), keepdim=True), p + "_se_reduce.weight", 1, 1, bias=p + "_se_reduce.bias"))
+                y = torch.sigmoid(same(z, p + "_se_expand.weight", 1, 1, bias=p + "_se_expand.bias")) * y
+                y = bn(same(y, p + "_project_conv.weight", 1, size), p + "_bn2")
+                h = y + x0 if stride == 1 and y.shape == x0.shape else y
+                b += 1
+            out[f"stage{si}"] = h
+        out["head"] = swish(bn(same(h, "_conv_head.weight", 1, size), "_bn1"))
+        out["logits"] = out["head"].mean((2, 3)) @ w["_fc.weight"].T + w["_fc.bias"]
+        return {k: v.numpy() for k, v in out.items()}
+
+    return forward
+
+
+def test_lukemelas_b4_matches_torch_and_feeds_adtr_taps(tmp_path, monkeypatch):
+    """The ADTR paper's backbone: the converted graph equals a torch forward of the lukemelas model (static
+    padding of its 380 px native size, also at 256 px where it differs from dynamic padding), its "adtr" taps
+    are App. A's 24 + 32 + 56 + 160 + 448 = 720 channels, and a checkpoint that is not the paper's file is
+    marked so in the metadata, which paper mode refuses."""
+    torch = pytest.importorskip("torch")
+    sd = _lukemelas_b4_state()
+    model = B.build_efficientnet_b(sd, "efficientnet_b4")
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    spec = B.get_backbone("efficientnet_b4_lukemelas")
+    names = list(spec.channels) + ["logits"]
+    forward = _torch_lukemelas(sd)
+    for size in (256, 380):
+        x = pattern(1, size, size)
+        want = forward(x)
+        got = dict(zip(names, sess.run(names, {"input": x})))
+        for v in names:
+            scale = float(np.abs(want[v]).max())
+            np.testing.assert_allclose(got[v], want[v], atol=1e-4 * max(scale, 1), err_msg=f"{v} at {size}")
+    assert spec.tap_channels("adtr") == [24, 32, 56, 160, 448] and spec.tap_strides("adtr") == [2, 4, 8, 16, 32]
+
+    # a user's file: converted on first use from $NPAD_EFFICIENTNET_B4_PTH, not the paper's checkpoint
+    pth = tmp_path / "my-b4.pth"
+    torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, pth)
+    monkeypatch.setenv("NPAD_EFFICIENTNET_B4_PTH", str(pth))
+    monkeypatch.setenv("NPAD_CACHE", str(tmp_path / "cache"))
+    path = spec.onnx_path()
+    assert B.onnx_weights(path).startswith("file:my-b4.pth:sha256=")
+    with pytest.raises(ValueError, match="the paper used 'lukemelas:efficientnet-b4-6ed6700e'"):
+        B.require_weights("efficientnet_b4_lukemelas", "lukemelas:efficientnet-b4-6ed6700e")
+    from npad.features import FeatureExtractor                      # npad's own forward of the taps
+    fx = FeatureExtractor("efficientnet_b4_lukemelas", taps="adtr")
+    x = pattern(1, 64, 64)
+    mean, std = np.asarray(fx.mean, np.float32)[:, None, None], np.asarray(fx.std, np.float32)[:, None, None]
+    for f, r in zip(fx(x), sess.run(fx.taps, {"input": (x - mean) / std})):
+        np.testing.assert_allclose(f.data, r, atol=1e-4 * float(np.abs(r).max()))
+    monkeypatch.delenv("NPAD_EFFICIENTNET_B4_PTH")
+    monkeypatch.setenv("NPAD_WEIGHTS", str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="efficientnet-b4-6ed6700e.pth"):
+        B.efficientnet_b_checkpoint()

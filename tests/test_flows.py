@@ -99,3 +99,29 @@ def test_bad_shapes():
         ConditionalAffineCoupling(4, 2)(npad.zeros(3, 5), npad.zeros(3, 2))
     with pytest.raises(ValueError, match="permutation"):
         ConditionalAffineCoupling(4, 2, permutation="random")
+
+
+@pytest.mark.parametrize("soft_clamp", ["scaled", "unscaled"])
+def test_unconditional_and_unscaled_blocks(soft_clamp):
+    """cond_channels=0: FrEIA's block without a condition (CFLOW-AD Table 2's UFLOW): exact inverse and the
+    log-determinant of a numerical Jacobian; soft_clamp="unscaled" is s' = clamp tanh(s) (FrEIA at the commit
+    the CFLOW-AD authors pinned), "scaled" s' = clamp tanh(s / clamp)."""
+    flow = _randomise(cflow_decoder(4, cond_channels=0, n_blocks=2, soft_clamp=soft_clamp)).double()
+    x = R.standard_normal((1, 4))
+    y, log_det = flow(npad.tensor(x), None)
+    np.testing.assert_allclose(flow.inverse(y, None).numpy(), x, atol=1e-6)      # W stored in float32
+    eps, jac = 1e-6, np.zeros((4, 4))
+    for i in range(4):
+        d = np.zeros_like(x)
+        d[0, i] = eps
+        jac[:, i] = (flow(npad.tensor(x + d))[0].numpy() - flow(npad.tensor(x - d))[0].numpy())[0] / (2 * eps)
+    assert log_det.numpy()[0] == pytest.approx(np.log(abs(np.linalg.det(jac))), abs=1e-6)
+    block = list(flow)[0]
+    a = block.subnet(npad.tensor(x[:, :block.c1])).numpy() * block.prescale
+    s = a[:, :block.c2]
+    want = block.clamp * np.tanh(s) if soft_clamp == "unscaled" else block.clamp * np.tanh(s / block.clamp)
+    np.testing.assert_allclose(block._coefficients(npad.tensor(x[:, :block.c1]), None)[0].numpy(), want, rtol=1e-12)
+    with pytest.raises(ValueError, match="built for 0 condition channels"):
+        block(npad.tensor(x), npad.tensor(np.zeros((1, 2))))
+    with pytest.raises(ValueError, match="positive multiple of 4"):
+        positional_encoding_2d(0, 2, 2)

@@ -4,38 +4,50 @@ import numpy
 
 from . import transforms as T
 
-SIGMA_N, SIGMA_A, PSI = 0.0285, 0.0570, 5        # normal noise, stripe amplitude, stripe period (rows)
+SIGMA_N, SIGMA_A, PSI = 0.0285, 0.0570, 5        # App. A: "sigma_n = 0.0285, sigma_a = 0.0570, psi = 5"
 
 
 def toy_samples(kind, n, size=128, seed=0, sigma_n=SIGMA_N, sigma_a=SIGMA_A, psi=PSI):
-    """``n`` grey toy images (n x 3 x size x size, the grey level repeated in RGB) of Appendix A.
+    """``n`` grey toy images of Appendix A, n x 3 x size x size float32 (the grey value in all three
+    channels, since npad's models take RGB; App. A: d = 128 x 128, grey):
 
-    Our reading of the three distributions (the exact definitions were not available):
+    * ``"normal"``: x_k = mu + N(0, sigma_n^2) for every pixel k, mu ~ N(0, 1) per image;
+    * ``"anomaly"``: x_ij = mu + G sin(2 pi psi j + phi) with mu ~ N(0, 1), G ~ N(0, sigma_a^2),
+      phi ~ U(0, 2 pi) per image, "where i, j respectively index pixels by columns and rows": the
+      sinusoid runs down the rows (horizontal stripes);
+    * ``"shuffled"``: "we first sample from the anomaly distribution, then we randomly shuffle the
+      pixels" (Sec. 3.1).
 
-    * ``"normal"``: a uniform grey level g ~ U(0.2, 0.8) plus white noise N(0, sigma_n^2);
-    * ``"anomaly"``: horizontal stripes of period ``psi`` -- one row in ``psi`` raised by
-      sigma_a, the pattern centred on g -- plus a smaller white noise N(0, (sigma_n / 4)^2).
-      Its pixels deviate from g by less than sigma_n on average (RMS 0.024 vs 0.0285), so a
-      Gaussian decoder with gamma = sigma_n finds it *more* likely than normal samples;
-    * ``"shuffled"``: an anomaly with its pixels randomly permuted (same pixel values, no
-      structure: a human sees noise).
+    Where the text leaves a choice, we take the formulas literally:
+
+    (a) j is the row's position as a fraction of the height, j = row / size, so that psi = 5 is five
+        periods per image; with the integer row index, sin(2 pi psi j + phi) = sin(phi) for every row
+        and there would be no stripes;
+    (b) the anomaly formula has no noise term, although Sec. 3.1 and App. A's prose say "with added
+        white noise of an amplitude smaller than the noise amplitude of the normal data
+        distribution": we follow the formula;
+    (c) "sigma_a s.t. Var[q_a(x_ij | mu, G, phi)] < sigma_n" compares a variance with a standard
+        deviation: the stripes' variance, sigma_a^2 / 2 = 0.0016, is below sigma_n = 0.0285 but above
+        sigma_n^2 = 0.0008 (their RMS, 0.040, exceeds the normal noise, 0.0285);
+    (d) no value range is stated: the images are not clipped (mu ~ N(0, 1) leaves [0, 1] for most
+        images), so a model of them needs an unbounded decoder mean (App. B: mu_theta(z) = z), e.g.
+        FAVAE(output="linear").
     """
     rng = numpy.random.default_rng(seed)
-    g = rng.uniform(0.2, 0.8, size=(n, 1, 1, 1))
+    mu = rng.standard_normal((n, 1, 1, 1))
     if kind == "normal":
-        x = g + sigma_n * rng.standard_normal((n, 1, size, size))
+        x = mu + sigma_n * rng.standard_normal((n, 1, size, size))
     elif kind in ("anomaly", "shuffled"):
-        rows = (numpy.arange(size) % psi == 0).astype(numpy.float64)
-        phase = rng.integers(0, psi, size=n)
-        stripes = numpy.stack([numpy.roll(rows, int(p)) for p in phase])              # n x size
-        stripes = sigma_a * (stripes - stripes.mean(axis=1, keepdims=True))
-        x = g + stripes[:, None, :, None] + 0.25 * sigma_n * rng.standard_normal((n, 1, size, size))
+        g = sigma_a * rng.standard_normal((n, 1, 1, 1))
+        phi = rng.uniform(0, 2 * numpy.pi, (n, 1, 1, 1))
+        j = (numpy.arange(size) / size)[None, None, :, None]                       # rows
+        x = numpy.broadcast_to(mu + g * numpy.sin(2 * numpy.pi * psi * j + phi), (n, 1, size, size))
         if kind == "shuffled":
             flat = x.reshape(n, -1)
             x = numpy.stack([f[rng.permutation(f.size)] for f in flat]).reshape(x.shape)
     else:
         raise ValueError(f"toy_samples: kind must be 'normal', 'anomaly' or 'shuffled', got {kind!r}")
-    return numpy.repeat(numpy.clip(x, 0, 1), 3, axis=1).astype(numpy.float32)
+    return numpy.repeat(x, 3, axis=1).astype(numpy.float32)
 
 
 class ToyDataset:

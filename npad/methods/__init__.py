@@ -1,6 +1,7 @@
 """Anomaly-detection methods built on npad, all with the same verbs:
 
-    model = npad.methods.get("cflow")(quick=True)   # or CFlow(...), ADTR(...), FAVAE(...), ...
+    model = npad.methods.get("cflow")(quick=True)   # or CFlow(...), ADTR(...), FAVAE(...), ...; paper=True:
+                                                    # the paper's settings (docs/DEVIATIONS.md)
     model.fit(train_dataset)
     result = model.predict(images)                  # Result(scores, maps, masks)
     model.save("model.h5");  model = npad.methods.load("model.h5")
@@ -26,6 +27,11 @@ def get(name):
         raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
     module, cls = METHODS[key]
     return getattr(importlib.import_module(module), cls)
+
+
+def methods_with_paper_mode():
+    """Names of the methods with a paper mode (``paper=True``), in METHODS order."""
+    return [m for m in METHODS if get(m).has_paper_mode()]
 
 
 def load(path):

@@ -1,12 +1,14 @@
-"""The ADTR network and its losses (You et al., "ADTR: Anomaly Detection Transformer with Feature
-Reconstruction", ICONIP 2022, arXiv:2209.01816). Equation numbers refer to that paper.
+"""The ADTR network and its losses (Zhiyuan You, Kai Yang, Wenhan Luo, Lei Cui, Yu Zheng and Xinyi Le,
+"ADTR: Anomaly Detection Transformer with Feature Reconstruction", ICONIP 2022, arXiv:2209.01816).
+Equation numbers refer to that paper.
 
 ADTR reconstructs frozen pre-trained CNN features f (B x C x H x W) with a Transformer:
 
 * every grid position is a token; a 1x1 convolution (= a Linear over the channel axis) takes the
   C channels to ``hidden`` (256) and another takes them back (Sec. 3.1);
 * a learned position embedding (H W x hidden) is added to the queries and keys of every attention
-  layer (as DETR, the paper's reference code);
+  layer ("the position embedding is added in each self-attention layer rather than only in the first
+  layer", App. A; as DETR, whose code the paper cites for it);
 * a 4-layer encoder embeds the tokens; a 4-layer decoder starts from a learned *auxiliary query
   embedding* with one query per token and attends to the encoder output. Sec. 3.2 argues that this
   query is what keeps the network from learning the identity: to reconstruct, softmax(q x^T / sqrt C)
@@ -15,8 +17,7 @@ ADTR reconstructs frozen pre-trained CNN features f (B x C x H x W) with a Trans
 
 Losses: Eq. 1 (normal samples only), Eq. 2-3 (anomaly score map), and ADTR+ for the case with
 labelled anomalies: Eq. 6 (pseudo-Huber difference map phi), Eq. 7 (pixel-level push-pull loss),
-Eq. 8-9 (image-level loss on the top-k mean of phi). The forms of Eq. 6-9 used here, read from
-summaries of the paper (the paper text itself was not available offline):
+Eq. 8-9 (image-level loss on the top-k mean of phi), as Sec. 3.1 and 3.3 write them:
 
     phi(u)  = sqrt((1/C sum_i |d(i, u)|)^2 + 1) - 1,      d = f - f_hat               (Eq. 6)
     L_px    = 1/HW sum_u (1 - y(u)) phi(u)
@@ -24,7 +25,9 @@ summaries of the paper (the paper text itself was not available offline):
     q       = 1/k sum top_k(phi)                                                      (Eq. 8)
     L_img   = (1 - y) q - alpha y log(1 - exp(-q))                                    (Eq. 9)
 
-with alpha = 0.003 and k = 20 in the paper's experiments.
+with alpha = 0.003 and k = 20 in the paper's experiments (Sec. 4.2-4.3). Eq. 1 is a sum over
+channels per position, 1/(HW) ||f - f_hat||^2; ``adtr_normal_loss`` takes the mean over channels too,
+C times smaller, which Adam(W)'s scale invariance makes equivalent up to weight decay and epsilon.
 """
 import math
 
@@ -156,8 +159,9 @@ def _check_pair(f, f_hat, name):
 def adtr_normal_loss(f, f_hat):
     """Eq. 1, the loss with normal samples only: the MSE between the features and their reconstruction.
 
-    The mean over all B C H W elements (as the reference code's nn.MSELoss). Eq. 1 writes it per image as
-    1/(H W) ||f - f_hat||_2^2, i.e. C times this value; the factor does not change the optimum."""
+    The mean over all B C H W elements (as nn.MSELoss in UniAD's code, by the same first author). Eq. 1
+    writes it per image as 1/(H W) ||f - f_hat||_2^2, i.e. C times this value; the factor does not change
+    the optimum."""
     _check_pair(f, f_hat, "adtr_normal_loss")
     return F.mse_loss(f_hat, f)
 

@@ -26,6 +26,17 @@ pixels, F1-max against the masks when the validation set has them). The normalis
 
 is 0 at the lowest calibration score, 0.5 at the threshold and 1 at t + (t - s_min): a linear
 min-max normalisation around the threshold, anomalib's convention, without a sigmoid.
+
+Three budgets, the same for every method:
+
+* ``quick=True`` (``quick_overrides``): minutes on a CPU; tests, examples and the command
+  line's default.
+* neither (the class's ``defaults``; ``--full`` on the command line): npad's own full setting.
+* ``paper=True`` (``paper_overrides``; ``--paper``): the settings of the method's paper, each
+  value with its section in the method's docstring and its test; where npad cannot follow the
+  paper, the method's "Deviations from the paper" section (docs/DEVIATIONS.md) says why.
+
+Options given explicitly always win over the budget's values.
 """
 import copy
 import functools
@@ -296,8 +307,15 @@ class AnomalyModel:
         self.threshold = self.pixel_threshold = None
         self.fitted = False
         self.config = {**self.defaults, **config}
-        if self.config.get("quick"):
-            self.config.update({k: v for k, v in self.quick_overrides().items() if k not in config})
+        quick, paper = bool(self.config.get("quick")), bool(self.config.get("paper"))
+        if quick and paper:
+            raise ValueError(f"{type(self).__name__}: quick=True and paper=True are two budgets; choose one")
+        budget = self.quick_overrides() if quick else self.paper_overrides() if paper else {}
+        self.config.update({k: v for k, v in budget.items() if k not in config})
+        weights = self._paper_weights() if paper else None
+        if weights and self.config.get("backbone") == weights[0]:
+            from ..backbones import require_weights
+            require_weights(*weights, onnx_path=self.config.get("onnx_path"), who=f"{type(self).__name__}(paper=True)")
         self._check_config()
 
     def _check_config(self):
@@ -333,6 +351,8 @@ class AnomalyModel:
     def _input_size(self, value):
         """input_size as an int (square) or an (H, W) tuple, checked."""
         name = type(self).__name__
+        if value == "auto":                        # chosen by the method's fit (CFLOW's paper sizes)
+            return value
         hw = value if isinstance(value, (list, tuple)) else (value, value)
         if len(hw) != 2 or not all(isinstance(v, (int, numpy.integer)) and not isinstance(v, bool) for v in hw):
             raise TypeError(f"{name}: option input_size must be an int or (height, width), got {value!r}")
@@ -372,6 +392,23 @@ class AnomalyModel:
             rule = self.calibration.get("rule")
             parts.append(f"threshold={self.threshold:.6g}" + (f" ({rule})" if rule else ""))
         return f"{type(self).__name__}({', '.join(parts)})"
+
+    def paper_overrides(self):
+        """Option values of the paper's setting (``paper=True``); a method without one refuses."""
+        raise NotImplementedError(f"{type(self).__name__} has no paper mode (paper=True): its paper is not among "
+                                  "npad's sources; see docs/DEVIATIONS.md")
+
+    #: (backbone, weights) of the paper: paper mode refuses a file of that backbone whose ``npad.weights``
+    #: metadata names other weights (npad.backbones.require_weights)
+    paper_weights = None
+
+    def _paper_weights(self):
+        return self.paper_weights
+
+    @classmethod
+    def has_paper_mode(cls):
+        """True when the method defines ``paper_overrides`` (``paper=True`` / ``--paper``)."""
+        return cls.paper_overrides is not AnomalyModel.paper_overrides
 
     # ---- data ------------------------------------------------------------------
     def eval_transform(self):

@@ -12,7 +12,8 @@ from ..nn import (BatchNorm2d, Conv2d, ConvTranspose2d, LeakyReLU, Module, Modul
 from ..nn.init import he_normal_
 from ..tensor import Tensor, no_grad
 
-__all__ = ["ConvVAE", "Adapter", "FeatureHead", "FAVAENet", "gaussian_nll_map", "kl_per_image"]
+__all__ = ["ConvVAE", "Adapter", "FeatureHead", "FAVAENet", "gaussian_nll_map", "kl_per_image", "SSIM_AE_WIDTHS",
+           "APPENDIX_D_WIDTHS"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -23,19 +24,46 @@ def _block(conv, channels, slope=0.2, bn=True):
 
 
 
+#: Channel widths of the eight hidden convolutions: the SSIM autoencoder of Bergmann et al. (npad's default,
+#: small enough for a CPU) and FAVAE's Appendix D network.
+SSIM_AE_WIDTHS = (32, 32, 32, 64, 64, 128, 64, 32)
+APPENDIX_D_WIDTHS = (128, 128, 256, 256, 512, 512, 512, 32)
+
+
 class ConvVAE(Module):
-    """Fully convolutional VAE (Appendix D): ``forward(x)`` -> (mu, logvar) of q(z|x);
-    ``decode(z)`` -> (x_hat in [0, 1], {stride: last decoder activation at that stride}).
+    """Fully convolutional VAE (Appendix D layout): ``forward(x)`` -> (mu, logvar) of q(z|x);
+    ``decode(z)`` -> (x_hat, {stride: decoder activation at that stride}).
+
+    Encoder: Conv 4x4/2, Conv 4x4/2, Conv 3x3, Conv 4x4/2, Conv 3x3, Conv 4x4/2, Conv 3x3, Conv 3x3 with
+    ``widths`` c0..c7 (times ``width``), each followed by BatchNorm and LeakyReLU(0.2), then an
+    ``input_size / 16`` convolution to 2 x ``latent`` values. The decoder mirrors it: a transposed
+    ``input_size / 16`` convolution to c7, then 3x3 layers to c6, c5, and per resolution a transposed
+    4x4/2 convolution followed by a 3x3 layer (c5 -> c4 -> c3, c3 -> c2 -> c1, c1 -> c0), a transposed
+    4x4/2 convolution to the image and ``output`` ("sigmoid", or "linear" for unbounded data such as the
+    toy images of Appendix A).
+
+    ``decoder="appendix_d"``: the 3x3 decoder layers are transposed convolutions (Appendix D's printout)
+    and the feature taps are the transposed convolutions that open each resolution (Table 2's decoder
+    layers 22, 16, 10 at strides 2, 4, 8, read literally: the module outputs, before BatchNorm).
+    ``decoder="npad"``: 3x3 convolutions, and the taps are the last activation at each resolution.
 
     The latent is ``latent`` x 1 x 1 for ``input_size`` inputs (a grid for larger ones)."""
 
-    def __init__(self, input_size=128, latent=100, width=1.0, in_channels=3, slope=0.2, batch_norm=True):
+    def __init__(self, input_size=128, latent=100, width=1.0, in_channels=3, slope=0.2, batch_norm=True,
+                 widths=None, decoder="npad", output="sigmoid"):
         super().__init__()
         if input_size % 16 or input_size < 16:
             raise ValueError(f"ConvVAE: input_size must be a multiple of 16, got {input_size}")
+        if decoder not in ("npad", "appendix_d"):
+            raise ValueError(f"ConvVAE: decoder must be 'npad' or 'appendix_d', got {decoder!r}")
+        if output not in ("sigmoid", "linear"):
+            raise ValueError(f"ConvVAE: output must be 'sigmoid' or 'linear', got {output!r}")
+        widths = tuple(SSIM_AE_WIDTHS if widths is None else widths)
+        if len(widths) != 8:
+            raise ValueError(f"ConvVAE: widths must give the 8 hidden convolutions' channels, got {widths}")
         k = input_size // 16
-        c = [max(1, int(round(v * width))) for v in (32, 32, 32, 64, 64, 128, 64, 32)]
-        self.input_size, self.latent, self.width = input_size, latent, width
+        c = [max(1, int(round(v * width))) for v in widths]
+        self.input_size, self.latent, self.width, self.decoder, self.output = input_size, latent, width, decoder, output
         bn = bool(batch_norm)
         enc = []
         enc += _block(Conv2d(in_channels, c[0], 4, 2, 1), c[0], slope, bn)      # /2
@@ -48,20 +76,21 @@ class ConvVAE(Module):
         enc += _block(Conv2d(c[6], c[7], 3, 1, 1), c[7], slope, bn)
         enc += [Conv2d(c[7], 2 * latent, k)]                                 # 1 x 1
         self.encoder = Sequential(*enc)
-        # decoder stages; the output of stage i is the last activation at stride strides[i]
+        conv3 = ConvTranspose2d if decoder == "appendix_d" else Conv2d         # the decoder's 3x3 layers
+        # decoder stages, one per resolution; each opens with a transposed convolution
         self.stages = ModuleList([
             Sequential(*_block(ConvTranspose2d(latent, c[7], k), c[7], slope, bn),
-                       *_block(Conv2d(c[7], c[6], 3, 1, 1), c[6], slope, bn),
-                       *_block(Conv2d(c[6], c[5], 3, 1, 1), c[5], slope, bn)),          # /16
+                       *_block(conv3(c[7], c[6], 3, 1, 1), c[6], slope, bn),
+                       *_block(conv3(c[6], c[5], 3, 1, 1), c[5], slope, bn)),          # /16
             Sequential(*_block(ConvTranspose2d(c[5], c[4], 4, 2, 1), c[4], slope, bn),
-                       *_block(Conv2d(c[4], c[3], 3, 1, 1), c[3], slope, bn)),          # /8
+                       *_block(conv3(c[4], c[3], 3, 1, 1), c[3], slope, bn)),          # /8
             Sequential(*_block(ConvTranspose2d(c[3], c[2], 4, 2, 1), c[2], slope, bn),
-                       *_block(Conv2d(c[2], c[1], 3, 1, 1), c[1], slope, bn)),          # /4
+                       *_block(conv3(c[2], c[1], 3, 1, 1), c[1], slope, bn)),          # /4
             Sequential(*_block(ConvTranspose2d(c[1], c[0], 4, 2, 1), c[0], slope, bn)),  # /2
         ])
         self.head = ConvTranspose2d(c[0], in_channels, 4, 2, 1)                    # /1
         self.strides = [16, 8, 4, 2]
-        self.tap_channels = [c[5], c[3], c[1], c[0]]
+        self.tap_channels = [c[7], c[4], c[2], c[0]] if decoder == "appendix_d" else [c[5], c[3], c[1], c[0]]
         if not bn:      # He-normal keeps the signal's scale; the default init would shrink it layer by layer
             he_normal_(self, a=slope, generator=0)
 
@@ -108,10 +137,16 @@ class ConvVAE(Module):
     def decode(self, z):
         taps = {}
         h = z
+        first = self.decoder == "appendix_d"     # tap the transposed convolution opening each resolution
         for s, stage in zip(self.strides, self.stages):
-            h = stage(h)
-            taps[s] = h
-        return F.sigmoid(self.head(h)), taps
+            for i, layer in enumerate(stage):
+                h = layer(h)
+                if first and i == 0:
+                    taps[s] = h
+            if not first:
+                taps[s] = h
+        out = self.head(h)
+        return (F.sigmoid(out) if self.output == "sigmoid" else out), taps
 
 
 class Adapter(Module):
@@ -158,9 +193,11 @@ class FeatureHead(Module):
 class FAVAENet(Module):
     """The trainable part: the VAE, the pixel-space log gamma^2 and one FeatureHead per feature space."""
 
-    def __init__(self, input_size, latent, width, feature_channels=(), feature_strides=(), batch_norm=True):
+    def __init__(self, input_size, latent, width, feature_channels=(), feature_strides=(), batch_norm=True,
+                 widths=None, decoder="npad", output="sigmoid"):
         super().__init__()
-        self.vae = ConvVAE(input_size, latent, width, batch_norm=batch_norm)
+        self.vae = ConvVAE(input_size, latent, width, batch_norm=batch_norm, widths=widths, decoder=decoder,
+                           output=output)
         self.logvar_px = Parameter(numpy.zeros((1, 1, 1, 1), numpy.float32))
         heads = []
         for ch, s in zip(feature_channels, feature_strides):

@@ -31,7 +31,7 @@ class PaDiM(AnomalyModel):
 
     method = "padim"
     defaults = dict(backbone="efficientnet_lite0", onnx_path=None, taps="cflow", input_size=256, d=100,
-                    eps=0.01, sigma=4.0, batch_size=16, seed=0, quick=False)
+                    eps=0.01, sigma=4.0, batch_size=16, seed=0, quick=False, paper=False)
 
     def __init__(self, **config):
         super().__init__(**config)

@@ -132,7 +132,7 @@ class PatchCore(AnomalyModel):
     method = "patchcore"
     defaults = dict(backbone="efficientnet_lite0", onnx_path=None, taps="patchcore", input_size=256, neighbourhood=3,
                     dim=None, coreset_ratio=0.01, projection=128, num_neighbours=9, image_score="reweight", topk=10,
-                    sigma=4.0, batch_size=16, seed=0, quick=False)
+                    sigma=4.0, batch_size=16, seed=0, quick=False, paper=False)
 
     def __init__(self, **config):
         super().__init__(**config)

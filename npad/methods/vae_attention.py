@@ -38,14 +38,17 @@ Models (the report's appendix):
   (latent 32), a mirrored decoder with a sigmoid output. Loss: BCE (summed over pixels) + KL,
   averaged over the batch. Authors' code: Adam lr 1e-3, batch 128, 100 epochs, attention at
   ``"encoder.2"`` (the second convolution).
-* :class:`TrunkVAE`, the MVTec VAE: an ImageNet-pretrained trunk imported through ONNX
-  (``efficientnet_lite0`` by default, or ``resnet18`` when its ONNX file is present; frozen,
-  or unfrozen and trained with the rest), global average pooling (``head="pool"``, as the
-  reproducers' ResNet-18 encoder) or flattening with a 1024-unit layer (``head="flatten"``),
+* :class:`TrunkVAE`, the MVTec VAE: an ImageNet-pretrained trunk imported through ONNX, its output
+  tap following the backbone (the tap set "vae_attention": EfficientNet-Lite0 ``stage7`` by default,
+  ResNet-18 ``layer4``, i.e. "ResNet18 (w/o last 2 layers)"; frozen, or unfrozen and trained with the
+  rest), then either flattening with a 1024-unit layer (``head="flatten"``: the report's appendix
+  table (d), "Resnet18 (w/o last 2 layers) 8x8x512; Linear 1024; Linear 32", with the flatten its
+  caption adds) or global average pooling (``head="pool"``, npad's default: small, any input size),
   linear heads to a 32-d latent, and a decoder Linear(32, 1024) - Linear(1024, C0 x 4 x 4) -
   transposed 4x4 stride-2 convolutions with BatchNorm and ReLU doubling the size up to the
-  input (256 x 256 by default; 1024-512-256-128-64-32 channels at ``width=32``) - sigmoid.
-  Reproducers' code: Adam lr 1e-4, batch 32 (their loader's note on the original setting).
+  input (256 x 256 by default; 1024-512-256-128-64-32 channels at ``width=32``, table (d)) - sigmoid.
+  Table (d) lists no activation after the Linear layers; npad puts a ReLU there
+  (``linear_relu=True``), paper mode follows the table (``linear_relu=False``).
 
 :class:`VAEAttention` (method ``"vae_attention"``) trains a VAE on normal images and scores
 with the attention map: anomaly map = the attention map of the summed latent mean at the chosen
@@ -53,14 +56,32 @@ layer (default: the trunk output), image score = the map's maximum (``score="max
 mean). Maps are not renormalised per set: pixel metrics are rank-based, and per-image RMS
 normalisation of the gradient already puts the maps of different images on one scale.
 
-Reported (MVTec AD pixel AUROC, ten categories): 0.86 mean claimed by the paper, about 0.51
-reproduced by the report (their Table 4, with AUPRO and best IoU).
+Paper mode (``paper=True``; the reproducibility report's MVTec setting; test:
+tests/methods/test_paper_mode.py): ResNet-18 (torchvision IMAGENET1K_V1; the report says "a
+pre-trained ResNet18") with the flatten head of table (d) and no activations between its Linear
+layers; 256 px (table (d)'s 8x8x512 trunk output and 256x256x3 output, and Table 1's 72,803,363
+parameters, which this network has; Sec. 3.2's text says 224 px, where table (d) cannot work);
+latent 32 (Sec. 3.1, Table 1); Adam with PyTorch's default betas, lr 1e-4, batch 8, 300 epochs
+(Table 1, Sec. 3.3); 10000 training images per epoch drawn with a random rotation in
+[-30, 30] degrees and, for the categories whose mirror image is still normal (``MIRRORED``, npad's
+list: "the mirroring is described as being used when the object permits it", Sec. 5.2), a random
+horizontal flip; 20 % of the training images held out as a validation set (Sec. 3.2; npad records
+its loss per epoch, ``history["val_loss"]``); the mean of the per-dimension maps (``target="mean"``,
+Sec. 3.1) with the authors' batch-wide gradient normalisation. Not in the report: whether the trunk
+is trained (npad trains it), the attention layer for MVTec (npad: the trunk output), the image
+score (npad: the map's maximum).
+
+Reported (the report's Table 4, MVTec AD pixel AUROC / IoU, ten categories): mean 0.86 / 0.24
+claimed by Liu et al., 0.51 / 0.06 reproduced by the report (per class in docs/DEVIATIONS.md).
 """
 import numpy
 
 from .. import functional as F
 from ..backend import get_array_module, to_cpu
-from ..data import DataLoader
+from ..data import ArrayDataset, DataLoader
+from ..data import transforms as T
+from ..data.sampling import Resampled
+from ..utils.data import Subset
 from ..maps import upsample
 from ..nn import (BatchNorm2d, Conv2d, ConvTranspose2d, Flatten, Linear, Module, ReLU, Sequential, Sigmoid,
                   Unflatten)
@@ -69,7 +90,13 @@ from ..tensor import Tensor, enable_grad, manual_seed, no_grad
 from .base import AnomalyModel, backward_step, train_loop
 
 __all__ = ["LayerCapture", "attention_maps", "map_activation", "find_layer", "ConvVAE", "TrunkVAE", "OnnxTrunk",
-           "reparameterize", "vae_loss", "fit_vae", "best_iou", "VAEAttention"]
+           "reparameterize", "vae_loss", "fit_vae", "best_iou", "VAEAttention", "MIRRORED"]
+
+#: MVTec AD categories whose mirror image is a normal sample (paper mode's mirroring; npad's list, since the
+#: report only says "when the object permits it"): the textures and the objects without a handedness. Not
+#: cable (the wire colours' order), capsule and pill (printing), metal_nut ("flip" is a defect type), screw
+#: (the thread's handedness), transistor (lead and body layout).
+MIRRORED = ("carpet", "grid", "leather", "tile", "wood", "bottle", "hazelnut", "toothbrush", "zipper")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,12 +354,16 @@ class ConvVAE(_VAE):
 
 class OnnxTrunk(Module):
     """A pretrained backbone (npad.backbones, through the ONNX importer) returning one feature
-    map: the value ``tap`` (``"stage7"`` of EfficientNet-Lite0, ``"layer4"`` of ResNet-18)."""
+    map: the value ``tap``, by default the backbone's "vae_attention" tap (``"stage7"`` of
+    EfficientNet-Lite0, ``"layer4"`` of ResNet-18)."""
 
-    def __init__(self, backbone="efficientnet_lite0", tap="stage7", onnx_path=None, frozen=True):
+    def __init__(self, backbone="efficientnet_lite0", tap=None, onnx_path=None, frozen=True):
         super().__init__()
         from ..features import FeatureExtractor
-        self.fx = FeatureExtractor(backbone, taps=[tap], onnx_path=onnx_path, frozen=frozen)
+        self.fx = FeatureExtractor(backbone, taps="vae_attention" if tap is None else [tap], onnx_path=onnx_path,
+                                   frozen=frozen)
+        if len(self.fx.taps) != 1:
+            raise ValueError(f"OnnxTrunk: one tap, got {self.fx.taps}")
         if not frozen:
             self.fx.model.requires_grad_(True)
         self.channels, self.stride = self.fx.channels[0], self.fx.strides[0]
@@ -345,8 +376,8 @@ class TrunkVAE(_VAE):
     """The MVTec VAE: pretrained trunk, linear heads to the latent, transposed-convolution decoder
     with BatchNorm up to ``size`` (a power of two times 4). See the module docstring."""
 
-    def __init__(self, latent=32, size=256, backbone="efficientnet_lite0", tap="stage7", onnx_path=None,
-                 frozen=True, head="pool", hidden=1024, width=32, trunk=None):
+    def __init__(self, latent=32, size=256, backbone="efficientnet_lite0", tap=None, onnx_path=None,
+                 frozen=True, head="pool", hidden=1024, width=32, trunk=None, linear_relu=True):
         super().__init__()
         n_up = int(round(numpy.log2(size / 4)))
         if 4 * 2 ** n_up != size:
@@ -359,14 +390,15 @@ class TrunkVAE(_VAE):
             feat = c
         elif head == "flatten":
             s = size // self.trunk.stride
-            self.neck = Sequential(Flatten(), Linear(c * s * s, hidden), ReLU())
+            self.neck = Sequential(Flatten(), Linear(c * s * s, hidden), *([ReLU()] if linear_relu else []))
             feat = hidden
         else:
             raise ValueError(f"TrunkVAE: head must be 'pool' or 'flatten', got {head!r}")
         self.fc_mu = Linear(feat, latent)
         self.fc_logvar = Linear(feat, latent)
         chans = [width * 2 ** (n_up - 1 - i) for i in range(n_up)]          # e.g. 1024 .. 32 for width 32
-        layers = [Linear(latent, hidden), ReLU(), Linear(hidden, chans[0] * 16), Unflatten(1, (chans[0], 4, 4)), ReLU()]
+        act = [ReLU()] if linear_relu else []
+        layers = [Linear(latent, hidden), *act, Linear(hidden, chans[0] * 16), Unflatten(1, (chans[0], 4, 4)), *act]
         for i in range(n_up):
             last = i == n_up - 1
             cout = 3 if last else chans[i + 1]
@@ -392,10 +424,12 @@ def _trainable(model):
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def fit_vae(model, data, epochs=10, lr=1e-3, batch_size=128, seed=0, quiet=None, desc="VAE epochs", history=None):
+def fit_vae(model, data, epochs=10, lr=1e-3, batch_size=128, seed=0, quiet=None, desc="VAE epochs", history=None,
+            validation=None):
     """Train ``model`` (forward -> (recon, mu, logvar)) with Adam on ``data``: an N x C x H x W
     array in [0, 1] or a dataset of dicts with "image". Returns the per-epoch mean negative ELBO;
-    ``history`` (a dict) receives the whole training history (``npad.methods.base.train_loop``)."""
+    ``history`` (a dict) receives the whole training history (``npad.methods.base.train_loop``), with
+    ``validation`` (an array of held-out images) also their mean negative ELBO per epoch, "val_loss"."""
     manual_seed(seed)
     opt = Adam(_trainable(model), lr=lr)
     rng = numpy.random.default_rng(seed)
@@ -416,7 +450,13 @@ def fit_vae(model, data, epochs=10, lr=1e-3, batch_size=128, seed=0, quiet=None,
         recon, mu, logvar = model(x)
         return backward_step(opt, vae_loss(recon, x, mu, logvar)), len(xb)
 
-    history = train_loop(step, batches, epochs, opt, modules=[model], desc=desc, quiet=quiet, history=history)
+    def end_epoch(epoch):
+        val = float(negative_elbo(model, validation).mean())
+        model.train()
+        return {"val_loss": val}
+
+    history = train_loop(step, batches, epochs, opt, modules=[model], desc=desc, quiet=quiet, history=history,
+                         end_epoch=None if validation is None else end_epoch)
     return history["loss"]
 
 
@@ -477,16 +517,21 @@ class VAEAttention(AnomalyModel):
         arch="trunk",                    # "trunk" (MVTec VAE) or "conv" (the authors' MNIST VAE, RGB)
         backbone="efficientnet_lite0",
         onnx_path=None,
-        tap="stage7",                    # the trunk's output value
-        frozen=False,                    # the report trains the whole VAE, trunk included
-        head="pool",                     # "pool" (reproducers' ResNet-18 encoder) or "flatten"
+        tap=None,                        # the trunk's output value (None: the backbone's "vae_attention" tap)
+        frozen=False,                    # train the trunk with the rest (the report does not say)
+        head="pool",                     # "pool" (npad's) or "flatten" (the report's table (d))
+        linear_relu=True,                # ReLU after the hidden Linear layers (table (d) lists none)
         latent=32,
         hidden=1024,
         width=32,                        # decoder channels: width * 2^k (1024 .. 32 at 256 px)
         input_size=256,
-        lr=1e-4,                         # reproducers' MVTec setting (MNIST: 1e-3)
+        lr=1e-4,                         # the report's MVTec setting (Table 1; MNIST: 1e-3)
         batch_size=32,
         epochs=100,
+        rotation=0.0,                    # training images: random rotation in [-rotation, rotation] degrees
+        mirror="none",                   # random horizontal flips: "none", "all", or "auto" (MIRRORED categories)
+        samples_per_epoch=None,          # training images drawn per epoch (None: each image once)
+        validation_split=0.0,            # share of the training images held out (their loss: history["val_loss"])
         layer=None,                      # attention layer (None: the architecture's default)
         target="sum",                    # "sum", "mean" (of per-dimension maps) or a latent index
         activation="abs",                # "abs" (authors' code) or "relu" (paper's figure)
@@ -494,30 +539,75 @@ class VAEAttention(AnomalyModel):
         score="max",
         seed=0,
         quick=False,
+        paper=False,
     )
+
+    paper_weights = ("resnet18", "torchvision:IMAGENET1K_V1")
 
     def quick_overrides(self):
         return dict(input_size=128, frozen=True, width=8, hidden=256, epochs=8, batch_size=8, lr=1e-3)
+
+    def paper_overrides(self):
+        """The report's MVTec setting (module docstring, "Paper mode"; Table 1, Sec. 3.1-3.3, 5.2, table (d))."""
+        return dict(arch="trunk", backbone="resnet18", tap="layer4", head="flatten", linear_relu=False, latent=32,
+                    hidden=1024, width=32, input_size=256, lr=1e-4, batch_size=8, epochs=300, rotation=30.0,
+                    mirror="auto", samples_per_epoch=10000, validation_split=0.2, target="mean", activation="abs",
+                    grad_norm="batch")
+
+    def _paper_weights(self):
+        return self.paper_weights if self.config["arch"] == "trunk" else None
 
     def __init__(self, **config):
         super().__init__(**config)
         c = self.config
         manual_seed(c["seed"])
+        if c["mirror"] not in ("none", "all", "auto"):
+            raise ValueError(f"VAEAttention: mirror must be 'none', 'all' or 'auto', got {c['mirror']!r}")
+        if not 0 <= c["validation_split"] < 1:
+            raise ValueError(f"VAEAttention: validation_split must be in [0, 1), got {c['validation_split']!r}")
         if c["arch"] == "trunk":
             self.vae = TrunkVAE(c["latent"], c["input_size"], c["backbone"], c["tap"], c["onnx_path"], c["frozen"],
-                                c["head"], c["hidden"], c["width"])
+                                c["head"], c["hidden"], c["width"], linear_relu=c["linear_relu"])
         elif c["arch"] == "conv":
             self.vae = ConvVAE(c["latent"], 3, c["input_size"], c["hidden"], width=c["width"] / 32)
         else:
             raise ValueError(f"VAEAttention: arch must be 'trunk' or 'conv', got {c['arch']!r}")
         self.layer = c["layer"] or self.vae.default_layer
+        self._mirrored = c["mirror"] == "all"
         self.vae.eval()
+
+    def train_transform(self):
+        """Resize; with ``rotation`` a random rotation (the report: [-30, 30] degrees); with ``mirror`` a
+        random horizontal flip ("auto": only for the MIRRORED categories, decided by ``fit``)."""
+        c = self.config
+        steps = [self.eval_transform()]
+        if c["rotation"]:
+            steps.append(T.RandomRotation(c["rotation"]))
+        if self._mirrored:
+            steps.append(T.RandomHorizontalFlip())
+        return T.Compose(steps, seed=c["seed"])
 
     def _fit(self, dataset, quiet=None):
         c = self.config
-        ds = dataset if hasattr(dataset, "shape") else self._with_transform(dataset, train=True)
+        cat = str(getattr(dataset, "category", "") or "").lower()
+        self._mirrored = c["mirror"] == "all" or (c["mirror"] == "auto" and cat in MIRRORED)
+        if hasattr(dataset, "shape"):
+            dataset = ArrayDataset(dataset)
+        n = len(dataset)
+        order = numpy.random.default_rng(c["seed"]).permutation(n)
+        n_val = int(round(c["validation_split"] * n))
+        if n_val and n - n_val < 1:
+            raise ValueError(f"VAEAttention: validation_split {c['validation_split']} leaves no training image of {n}")
+        ds, held = self._with_transform(dataset, train=True), None
+        if n_val:
+            val = Subset(self._with_transform(dataset, train=False), sorted(order[:n_val]))
+            held = numpy.stack([val[i]["image"] for i in range(len(val))])
+            ds = Subset(ds, sorted(order[n_val:]))
+        if c["samples_per_epoch"]:
+            ds = Resampled(ds, c["samples_per_epoch"])
         self.history = {}
-        fit_vae(self.vae, ds, c["epochs"], c["lr"], c["batch_size"], c["seed"], quiet=quiet, history=self.history)
+        fit_vae(self.vae, ds, c["epochs"], c["lr"], c["batch_size"], c["seed"], quiet=quiet, history=self.history,
+                validation=held)
         return self
 
     def attention(self, images, **kw):

@@ -50,13 +50,18 @@ class TensorDataset(Dataset):
 
 
 class Subset(Dataset):
-    """The samples of ``dataset`` at ``indices``."""
+    """The samples of ``dataset`` at ``indices``; ``get(index, rng)`` hands npad's DataLoader generator to
+    the dataset's own ``get`` (its random transforms then differ from epoch to epoch)."""
 
     def __init__(self, dataset, indices):
         self.dataset, self.indices = dataset, [int(i) for i in indices]
 
     def __getitem__(self, index):
         return self.dataset[self.indices[index]]
+
+    def get(self, index, rng=None):
+        get = getattr(self.dataset, "get", None)
+        return get(self.indices[index], rng) if get is not None and rng is not None else self[index]
 
     def __len__(self):
         return len(self.indices)

@@ -7,7 +7,7 @@ from npad.data import DataLoader
 from npad.data import transforms as T
 from npad.data.arrays import ArrayDataset
 from npad.data.sampling import Resampled
-from npad.data.toy import SIGMA_N, ToyDataset, toy_samples
+from npad.data.toy import PSI, SIGMA_A, SIGMA_N, ToyDataset, toy_samples
 
 
 def coords(h, w):
@@ -55,15 +55,26 @@ def test_resampled_draws_n_reproducible_samples_per_epoch():
 
 
 def test_toy_distributions():
-    normal, anomaly, shuffled = (toy_samples(k, 6, 32, seed=2) for k in ("normal", "anomaly", "shuffled"))
+    """FAVAE App. A, literally: normal = mu + N(0, sigma_n^2) per pixel, anomaly = mu + G sin(2 pi psi j + phi)
+    down the rows (j = row / size: psi periods per image), no noise, no clipping; mu ~ N(0, 1),
+    G ~ N(0, sigma_a^2) per image; shuffled = the anomaly's pixels permuted."""
+    n, size = 400, 32
+    normal, anomaly, shuffled = (toy_samples(k, n, size, seed=2) for k in ("normal", "anomaly", "shuffled"))
     for x in (normal, anomaly, shuffled):
-        assert x.shape == (6, 3, 32, 32) and x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1
+        assert x.shape == (n, 3, size, size) and x.dtype == np.float32
         np.testing.assert_array_equal(x[:, 0], x[:, 2])                   # grey
-    resid = normal[:, 0] - normal[:, 0].mean(axis=(1, 2), keepdims=True)
-    assert resid.std() == pytest.approx(SIGMA_N, rel=0.1)
-    rows = anomaly[:, 0].mean(axis=2)                                      # stripes: rows differ, columns not
-    assert rows.std(axis=1).min() > 0.02 and anomaly[:, 0].mean(axis=1).std(axis=1).max() < 0.01
-    np.testing.assert_array_equal(np.sort(shuffled.reshape(6, -1)), np.sort(anomaly.reshape(6, -1)))
+    mu = normal[:, 0].mean(axis=(1, 2))
+    assert mu.std() == pytest.approx(1, abs=0.1) and (np.abs(normal) > 1).any()        # N(0, 1), unclipped
+    assert (normal[:, 0] - mu[:, None, None]).std() == pytest.approx(SIGMA_N, rel=0.02)
+    a = anomaly[:, 0]
+    np.testing.assert_allclose(a, a[:, :, :1].repeat(size, axis=2))       # constant along each row: no noise
+    rows = a[:, :, 0] - a[:, :, 0].mean(axis=1, keepdims=True)            # G sin(2 pi 5 j + phi), n x size
+    spectrum = np.abs(np.fft.rfft(rows, axis=1))
+    assert (spectrum.argmax(axis=1) == PSI).all()                          # psi = 5 periods down the image
+    g = np.sqrt(2) * rows.std(axis=1)                                      # |G| per image
+    assert np.sqrt((g ** 2).mean()) == pytest.approx(SIGMA_A, rel=0.1)
+    np.testing.assert_array_equal(np.sort(shuffled.reshape(n, -1)), np.sort(anomaly.reshape(n, -1)))
+    assert not np.array_equal(shuffled, anomaly)
     with pytest.raises(ValueError, match="kind must be"):
         toy_samples("stripes", 1)
 
