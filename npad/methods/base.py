@@ -65,7 +65,7 @@ CALIB_MADS = 4.0          # threshold >= median + CALIB_MADS robust std of the h
 # options that count or scale something: refused unless > 0 (other numbers only refuse negatives)
 POSITIVE_OPTIONS = ("input_size", "texture_size", "batch_size", "fiber_batch", "lr", "plus_lr", "variance_lr",
                     "eps", "epochs", "meta_epochs", "sub_epochs", "samples_per_epoch", "d", "latent", "hidden",
-                    "n_blocks", "cond_channels", "num_heads", "dim_feedforward", "width", "dim", "projection",
+                    "n_blocks", "num_heads", "dim_feedforward", "width", "dim", "projection",
                     "num_neighbours", "topk")
 MIN_INPUT_SIZE = 32       # the backbones downsample by up to 32 (the command line refuses smaller sizes)
 
@@ -148,10 +148,13 @@ def _chw(a, what):
     return _check_range(a.astype(numpy.float32), what)
 
 
-def _check_range(a, what):
-    """``a`` itself when it holds finite values in [0, 1]; else a ValueError saying what is wrong."""
+def _check_range(a, what, unit=True):
+    """``a`` itself when it holds finite values in [0, 1] (any finite values with ``unit=False``); else a
+    ValueError saying what is wrong."""
     if not numpy.isfinite(a).all():
         raise ValueError(f"{what}: has NaN or infinite values")
+    if not unit:
+        return a
     lo, hi = float(a.min(initial=0.0)), float(a.max(initial=0.0))
     if hi > 1.0 + 1e-3:
         raise ValueError(f"{what}: float images must be in [0, 1], got values up to {hi:.4g} "
@@ -298,6 +301,7 @@ class AnomalyModel:
     method = "base"
     defaults = {}
     square_input = False          # True: the network needs a square input_size
+    unit_range = True             # inputs are images in [0, 1]; False: any finite values (see FAVAE's output)
 
     def __init__(self, **config):
         unknown = sorted(set(config) - set(self.defaults))
@@ -441,7 +445,7 @@ class AnomalyModel:
             return
         if hasattr(images, "shape") and numpy.ndim(images) == 4 and images.shape[1] == 3 \
                 and numpy.asarray(images[:0]).dtype.kind == "f":
-            arr = _check_range(numpy.asarray(to_cpu(images), numpy.float32), "predict: images")
+            arr = _check_range(numpy.asarray(to_cpu(images), numpy.float32), "predict: images", self.unit_range)
             t = self.eval_transform()
             if isinstance(t, T.Resize) and tuple(t.target(*arr.shape[2:])) == tuple(arr.shape[2:]):
                 for i in range(0, len(arr), batch_size):                 # already the model's size
@@ -558,7 +562,8 @@ class AnomalyModel:
         bs = batch_size or self.config.get("batch_size", 8)
         parts, paths, sizes, extra = [], [], [], {k: [] for k in keep}
         for b in progress(self._batches(images, bs), desc="scoring", unit="batch"):
-            _check_range(numpy.asarray(to_cpu(b["image"])), f"predict: the batch of {b.get('path', ['?'])[0]}")
+            _check_range(numpy.asarray(to_cpu(b["image"])), f"predict: the batch of {b.get('path', ['?'])[0]}",
+                         self.unit_range)
             stats = self._score(b["image"])
             parts.append(self._maps(stats) if normalization == "batch" else stats)
             n = len(b["image"])

@@ -143,9 +143,6 @@ class CFlow(AnomalyModel):
         for key, allowed in (("schedule", ("smooth", "authors")), ("rotation_fill", ("reflect", "black"))):
             if c[key] not in allowed:
                 raise ValueError(f"CFlow: {key} must be one of {allowed}, got {c[key]!r}")
-        size = c["input_size"]
-        if size != "auto" and not (isinstance(size, (int, numpy.integer)) and size > 0):
-            raise ValueError(f"CFlow: input_size must be a positive int or 'auto', got {size!r}")
         self.encoder = FeatureExtractor(c["backbone"], taps=c["taps"], onnx_path=c["onnx_path"])
         self.decoders = ModuleList([
             cflow_decoder(ch, c["cond_channels"], c["n_blocks"], c["clamp"], c["prescale"], c["permutation"],

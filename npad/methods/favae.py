@@ -140,6 +140,12 @@ class FAVAE(AnomalyModel):
 
     paper_weights = ("vgg16", "torchvision:IMAGENET1K_V1")
 
+    @property
+    def unit_range(self):
+        """A linear decoder output models data that is not an image in [0, 1] (App. A's grey levels are
+        N(0, 1)): then predict takes any finite values."""
+        return self.config["output"] != "linear"
+
     def quick_overrides(self):
         return dict(epochs=12, samples_per_epoch=200, batch_size=16, lr=2e-3, input_size=64, texture_size=256)
 

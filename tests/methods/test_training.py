@@ -198,7 +198,7 @@ def _favae(tiny_mvtec):
     from npad.data.toy import ToyDataset
     from npad.methods.favae import FAVAE
     m = FAVAE(features="none", mode="object", input_size=16, width=0.25, latent=4, epochs=2, samples_per_epoch=8,
-              batch_size=4)
+              batch_size=4, output="linear")
     h = m.fit(ToyDataset(16), quiet=True).history
     assert h["gamma"][-1] == pytest.approx(m.gamma) and {"pixel", "kl"} <= set(h)
     return h, 2
