@@ -222,3 +222,59 @@ def test_cupy_arrays_never_reach_a_numpy_kernel():
     class FakeCupy:                                                   # not a numpy.ndarray
         shape = (2, 3, 6, 6)
     assert kernels.conv2d_kernel(FakeCupy(), numpy.zeros((4, 3, 3, 3)), (1, 1), (1, 1, 1, 1), (1, 1), 1, (6, 6)) is None
+
+
+# ---- the coupling flow's unrecorded forward (kernels/flows.py) ---------------------------------
+def _decoder(C, P, blocks=3):
+    from npad.flows import cflow_decoder
+    flow = cflow_decoder(C, P, blocks, seed=1).double()
+    for p in flow.parameters():                                      # away from the initial identity-like state
+        p.data[...] = rng.standard_normal(p.shape) * 0.3
+    return flow
+
+
+@pytest.mark.parametrize("threads", [False, True], ids=["one-thread", "chunks-in-threads"])
+@pytest.mark.parametrize("B,n,C", [(3, 7, 6), (1, 700, 5), (40, 30, 8)], ids=["small", "one-image", "many-images"])
+def test_flow_kernel_equals_the_flow(B, n, C, threads, monkeypatch):
+    """CouplingFlow.forward(x, cond) = flow(x rows, cond repeated per image), chunked and threaded or not."""
+    from npad.kernels import flows
+    P = 8
+    flow = _decoder(C, P)
+    x, cond = rng.standard_normal((B, n, C)), rng.standard_normal((n, P))
+    monkeypatch.setattr(flows, "CHUNK_ROWS", 64)                     # several chunks even at these sizes
+    monkeypatch.setattr(flows, "cpu_tuned", lambda: threads)
+    kernel = kernels.flow_kernel(flow, x)
+    assert isinstance(kernel, flows.CouplingFlow)
+    z, log_det = kernel.forward(x, cond)
+    with npad.no_grad():
+        zr, ldr = flow(Tensor(x.reshape(-1, C)), Tensor(numpy.tile(cond, (B, 1))))
+    numpy.testing.assert_allclose(z.reshape(-1, C), zr.data, rtol=1e-11, atol=1e-11)
+    numpy.testing.assert_allclose(log_det.reshape(-1), ldr.data, rtol=1e-11, atol=1e-11)
+
+
+def test_flow_kernel_serves_only_the_coupling_flow_it_knows():
+    from npad.flows import ConditionalAffineCoupling, SequenceFlow
+    from npad.nn import Linear, Sequential, Tanh
+    x = numpy.zeros((2, 3, 4))
+    assert kernels.flow_kernel(_decoder(4, 4), x) is not None
+    odd = SequenceFlow(ConditionalAffineCoupling(4, 4, subnet_constructor=lambda i, o: Sequential(
+        Linear(i, 8), Tanh(), Linear(8, o))))
+    assert kernels.flow_kernel(odd, x) is None                        # another subnet: the module runs
+    assert kernels.flow_kernel(Linear(4, 4), x) is None
+    with kernels.use_reference():
+        assert kernels.flow_kernel(_decoder(4, 4), x) is None
+
+
+def test_cflow_scoring_equals_the_reference():
+    """CFLOW's scoring path with the flow kernel gives the decoders' own log p / C (float32)."""
+    from npad.methods.cflow import CFlow
+    model = CFlow(quick=True, n_blocks=2)
+    model.stats = {}
+    for i, c in enumerate(model.encoder.channels):
+        model.stats[f"feat_mean_{i}"], model.stats[f"feat_std_{i}"] = rng.standard_normal(c), rng.random(c) + 0.5
+    feat = rng.standard_normal((3, model.encoder.channels[1], 5, 6)).astype("float32")
+    fast = model._scale_log_prob(1, feat)
+    with kernels.use_reference():
+        ref = model._scale_log_prob(1, feat)
+    assert fast.shape == ref.shape == (3, 5, 6)
+    numpy.testing.assert_allclose(fast, ref, rtol=2e-5, atol=2e-5)
