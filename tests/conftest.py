@@ -11,7 +11,9 @@ from npad.backend import cupy_available
 
 # The suite runs as the examples and the CLI do, with OpenBLAS tuned for npad's threads: left at its
 # default, each idle BLAS worker spins for 0.1 s after every call and takes the cores from npad's threads.
-npad.tune_cpu()
+# Without the CoreWatch, which would make thread counts depend on the machine's load (test_threads.py
+# tests it on its own).
+npad.tune_cpu(watch_cores=False)
 
 BACKENDS = ["numpy"] + (["cupy"] if cupy_available() else [])
 

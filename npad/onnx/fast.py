@@ -109,7 +109,7 @@ def run_split(module, feeds, targets):
     batch dimension fixed in the graph, a non-batch-major target, a graph being recorded."""
     first = next(iter(feeds.values()), None)
     B = first.shape[0] if first is not None and first.ndim else 0
-    slices = batch_slices(B)                                        # the slices parallel_over makes
+    slices = batch_slices(B)                                        # one per thread
     if (len(slices) < 2 or get_array_module(first.data) is not np
             or threading.current_thread().name.startswith("npad-pool")
             or any(t.ndim == 0 or t.shape[0] != B for t in feeds.values())
@@ -128,7 +128,7 @@ def run_split(module, feeds, targets):
         if not limited:
             return None
         settled = all(module._split.get(key) for key in keys.values())
-        parts = parallel_over(B, run) if settled else [run(s) for s in slices]
+        parts = parallel_over(B, run, slices=slices) if settled else [run(s) for s in slices]
     if not settled:
         ok = all(v.ndim and v.shape[0] == s.stop - s.start for p, s in zip(parts, slices) for v in p)
         module._split.update({key: ok for key in keys.values()})
