@@ -52,54 +52,59 @@ class CouplingFlow:
         self.blocks = blocks
 
     def _matrices(self, cond):
-        """Per block: W_x^T, c W_c^T + b (n x H), W2^T, b2, diag(scale) R^T, offset R^T, sum log scale."""
+        """Per block: W_x^T (C1 x H), c W_c^T + b (n x H), the second layer times [prescale / clamp for
+        the s rows, prescale for the t rows] (2 C2 x H) and its bias (2 C2 x 1), (diag(scale) R^T)^T,
+        (offset R^T)^T (C x 1), and sum log scale."""
         out = []
         for blk in self.blocks:
             lin1, lin2 = blk.subnet[0], blk.subnet[2]
             w1 = lin1.weight.data                                           # H x (C1 + P)
             scale = (0.1 * numpy.logaddexp(0, 0.5 * blk.global_scale.data) / 0.5).astype(w1.dtype)
             rot = blk.w_perm.data.T                                         # C x C
+            pre = numpy.repeat([blk.prescale / blk.clamp, blk.prescale], blk.c2).astype(w1.dtype)[:, None]
             out.append((blk, w1[:, :blk.c1].T, condition_term(cond, w1[:, blk.c1:], lin1.bias.data),
-                        lin2.weight.data.T, lin2.bias.data, scale[:, None] * rot, blk.global_offset.data @ rot,
-                        numpy.log(scale).sum()))
+                        lin2.weight.data * pre, lin2.bias.data[:, None] * pre, (scale[:, None] * rot).T,
+                        (blk.global_offset.data @ rot)[:, None], numpy.log(scale).sum()))
         return out
 
     def forward(self, x, cond):
         """(z, log_det) of the flow on x (B x n x C) with condition cond at every image: z B x n x C,
         log_det B x n, equal to ``flow(x.reshape(-1, C), cond repeated B times)``. cond is n x P, or for
         n positions of an h x w grid whose condition is [a column part, a row part] (as CFLOW's
-        positional encoding) the pair (cols w x Pc, rows h x Pr): cond[i w + j] = [cols[j], rows[i]]."""
+        positional encoding) the pair (cols w x Pc, rows h x Pr): cond[i w + j] = [cols[j], rows[i]].
+
+        Layout: the hidden layer h is rows x H (the condition term adds to it per position), the
+        fibers y and the subnet output a are transposed, C x rows and 2 C2 x rows, so that the
+        coupling's elementwise steps run over contiguous rows of C2 halves."""
         B, n, C = x.shape
         mats = self._matrices(cond)
         z = numpy.empty(x.shape, numpy.result_type(x, mats[0][1]))
         log_det = numpy.empty((B, n), z.dtype)
         step = max(CHUNK_ROWS // B, 1)                                      # positions per chunk
         chunks = [slice(q, min(q + step, n)) for q in range(0, n, step)]
+        log_scales = sum(m[-1] for m in mats)
 
         def run(span):
             for q in chunks[span]:
-                y = x[:, q].reshape(-1, C).astype(z.dtype)                  # rows x C, rows = B x positions
-                ld = numpy.zeros(len(y), z.dtype)
-                for blk, wx, cw, w2, b2, rot, off, log_scale in mats:
+                y = numpy.ascontiguousarray(x[:, q].reshape(-1, C).T, z.dtype)     # C x rows, rows = B x positions
+                ld = numpy.full(y.shape[1], log_scales, z.dtype)
+                for blk, wx, cw, w2, b2, rot, off, _ in mats:
                     c1, c2 = blk.c1, blk.c2
-                    h = y[:, :c1] @ wx                                      # rows x H
+                    h = y[:c1].T @ wx                                       # rows x H
                     h3 = h.reshape(B, -1, h.shape[1])
-                    h3 += cw[q]                                             # + the condition's part
+                    h3 += cw[q]                                             # + the condition's term
                     numpy.clip(h, 0, numpy.inf, out=h)                     # ReLU (clip: vectorised, maximum is not)
-                    a = h @ w2                                              # rows x 2 C2
+                    a = w2 @ h.T                                            # 2 C2 x rows: prescale (/ clamp) folded in
                     a += b2
-                    a *= blk.prescale
-                    s = a[:, :c2]
-                    s /= blk.clamp
+                    s = a[:c2]
                     numpy.tanh(s, out=s)
-                    s *= blk.clamp                                          # s' = clamp tanh(s / clamp)
-                    ld += s.sum(1)
-                    ld += log_scale
-                    y[:, c1:] *= numpy.exp(s, out=s)
-                    y[:, c1:] += a[:, c2:]                                  # x2 exp(s') + t
-                    y = y @ rot                                             # (y scale + offset) R^T
+                    s *= blk.clamp                                          # s' = clamp tanh(prescale s / clamp)
+                    ld += s.sum(0)
+                    y[c1:] *= numpy.exp(s, out=s)
+                    y[c1:] += a[c2:]                                        # x2 exp(s') + t
+                    y = rot @ y                                             # ((y^T scale + offset) R^T)^T
                     y += off
-                z[:, q] = y.reshape(B, -1, C)
+                z[:, q] = y.T.reshape(B, -1, C)
                 log_det[:, q] = ld.reshape(B, -1)
 
         if len(chunks) > 1 and cpu_tuned():
