@@ -105,6 +105,45 @@ def test_kernel_equals_reference(case, bias, dtype):
     _assert_equal(got, ref, dtype)
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] == "Depthwise"], ids=lambda c: f"{c[7]}-{c[9]}")
+def test_depthwise_in_bands_of_one_row(case, monkeypatch):
+    """Bands of one output row (several per image, split over the threads) give the same numbers."""
+    monkeypatch.setattr(cpu, "BAND_BYTES", 1)
+    test_kernel_equals_reference(case, True, numpy.float64)
+
+
+@pytest.mark.parametrize("clip", [(0.0, 6.0), (0.0, None), (None, 0.5)], ids=["relu6", "relu", "upper"])
+@pytest.mark.parametrize("kernel", ["Depthwise", "Pointwise", "KernelRows", "Im2colGemm"])
+def test_kernel_applies_a_clip(kernel, clip):
+    """forward(..., clip=(lo, hi)) = the conv then clip(lo, hi), for the ONNX fast path's Conv + Clip / Relu."""
+    case = next(c for c in CASES if c[0] == kernel and c[-1])
+    _, B, C, H, W, O, k, s, p, d, g, cl = case
+    x = _channels_last(rng.standard_normal((B, C, H, W)))
+    w, b = rng.standard_normal((O, C // g) + k), rng.standard_normal(O)
+    ref = F.conv2d(Tensor(x, requires_grad=True), Tensor(w), Tensor(b), s, p, d, g)
+    assert type(ref._creator.kernel).__name__ == kernel
+    got = ref._creator.kernel.forward(x, w, b, False, clip=clip)
+    lo, hi = clip
+    numpy.testing.assert_allclose(got, numpy.clip(ref.data, -numpy.inf if lo is None else lo,
+                                                  numpy.inf if hi is None else hi), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shift", [(2, 3), (0, 0), (-1, -2), (4, -5)])
+@pytest.mark.parametrize("phases", [1, 2, 3])
+def test_shifted_rows(shift, phases):
+    """shifted_rows = rows of the image moved by (top, left) with zeros around, columns dealt into phases."""
+    xs = rng.standard_normal((5, 7, 3))
+    top, left = shift
+    big = numpy.zeros((30, 40, 3))
+    big[10 + top:15 + top, 10 + left:17 + left] = xs                  # xz, offset by 10 rows and columns
+    for r0, r1 in ((0, 9), (3, 4), (-2, 12), (6, 6)):
+        width = 5
+        out = cpu.shifted_rows(xs, r0, r1, top, left, phases, width, numpy.full((r1 - r0, phases, width, 3), 9.0))
+        for f in range(phases):
+            cols = [10 + k * phases + f for k in range(width)]
+            numpy.testing.assert_array_equal(out[:, f], big[10 + r0:10 + r1][:, cols])
+
+
 @pytest.mark.parametrize("grads", [(True, False), (False, True)], ids=["frozen-weight", "input-constant"])
 @pytest.mark.parametrize("case", [c for c in CASES if c[0]], ids=[c[0] for c in CASES if c[0]])
 def test_kernel_gives_only_the_gradients_asked(case, grads):

@@ -22,14 +22,19 @@ CHUNK_ROWS = 1024       # rows per chunk: the 1024 x 2 (C/2 + P) float32 hidden 
 
 
 def condition_term(cond, wc, b):
-    """c W_c^T + b for every position (n x H), c from cond as in ``CouplingFlow.forward``. For a grid
-    pair it is rows[i] W_r^T + cols[j] W_c'^T + b: (h + w) P H multiply-adds instead of h w P H."""
+    """q -> c W_c^T + b at the positions q (a slice; npos x H), c from cond as in ``CouplingFlow.forward``.
+    For a grid pair it is rows[i] W_r^T + cols[j] W_c'^T + b, made per slice from an h x H and a w x H
+    term: (h + w) P H multiply-adds instead of h w P H, and no n x H array."""
     if not isinstance(cond, tuple):
-        return cond @ wc.T + b
+        return (cond @ wc.T + b).__getitem__
     cols, rows = cond
-    pc = cols.shape[1]
-    term = (rows @ wc[:, pc:].T)[:, None, :] + (cols @ wc[:, :pc].T + b)[None, :, :]   # h x w x H
-    return term.reshape(-1, term.shape[2])
+    pc, width = cols.shape[1], len(cols)
+    row_term, col_term = rows @ wc[:, pc:].T, cols @ wc[:, :pc].T + b        # h x H, w x H
+
+    def term(q):
+        i = numpy.arange(q.start, q.stop)
+        return row_term[i // width] + col_term[i % width]
+    return term
 
 
 class CouplingFlow:
@@ -52,7 +57,7 @@ class CouplingFlow:
         self.blocks = blocks
 
     def _matrices(self, cond):
-        """Per block: W_x^T (C1 x H), c W_c^T + b (n x H), the second layer times [prescale / clamp for
+        """Per block: W_x^T (C1 x H), q -> c W_c^T + b (``condition_term``), the second layer times [prescale / clamp for
         the s rows, prescale for the t rows] (2 C2 x H) and its bias (2 C2 x 1), (diag(scale) R^T)^T,
         (offset R^T)^T (C x 1), and sum log scale."""
         out = []
@@ -92,7 +97,7 @@ class CouplingFlow:
                     c1, c2 = blk.c1, blk.c2
                     h = y[:c1].T @ wx                                       # rows x H
                     h3 = h.reshape(B, -1, h.shape[1])
-                    h3 += cw[q]                                             # + the condition's term
+                    h3 += cw(q)                                             # + the condition's term
                     numpy.clip(h, 0, numpy.inf, out=h)                     # ReLU (clip: vectorised, maximum is not)
                     a = w2 @ h.T                                            # 2 C2 x rows: prescale (/ clamp) folded in
                     a += b2
