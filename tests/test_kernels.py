@@ -328,3 +328,53 @@ def test_cflow_scoring_equals_the_reference():
         ref = model._scale_log_prob(1, feat)
     assert fast.shape == ref.shape == (3, 5, 6)
     numpy.testing.assert_allclose(fast, ref, rtol=2e-5, atol=2e-5)
+
+
+# ---- the ONNX fast path's Conv + Relu / Clip (onnx/fast.py) --------------------------------------
+def _conv_act_model(opset=17):
+    """input -> depthwise Conv -> Clip(0, 6) -> 1x1 Conv (bias) -> Relu -> 3x3 Conv s2 -> Clip(max only);
+    the first Conv's output is also a graph output in the 'tapped' variant."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    r = numpy.random.default_rng(5)
+    inits = {"w1": r.standard_normal((8, 1, 3, 3)), "w2": r.standard_normal((6, 8, 1, 1)), "b2": r.standard_normal(6),
+             "w3": r.standard_normal((4, 6, 3, 3)) * 0.3, "lo": numpy.array(0.0), "hi": numpy.array(6.0),
+             "hi3": numpy.array(0.5)}
+    nodes = [helper.make_node("Conv", ["input", "w1"], ["c1"], group=8, kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c1", "lo", "hi"], ["a1"]),
+             helper.make_node("Conv", ["a1", "w2", "b2"], ["c2"], kernel_shape=[1, 1]),
+             helper.make_node("Relu", ["c2"], ["a2"]),
+             helper.make_node("Conv", ["a2", "w3"], ["c3"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c3", "", "hi3"], ["a3"])]
+    g = helper.make_graph(nodes, "acts", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 8, 9, 10])],
+                          [helper.make_tensor_value_info("a3", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(v.astype(numpy.float32), k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def test_onnx_conv_and_activation_run_as_one_step():
+    from npad.onnx import OnnxModule, fast
+    model = _conv_act_model()
+    x = rng.standard_normal((3, 8, 9, 10)).astype("float32")
+    ort = pytest.importorskip("onnxruntime")
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    m = OnnxModule(model, frozen=True)
+    with npad.no_grad():
+        fused = m(npad.tensor(x)).numpy()
+        with kernels.use_reference():                                # no kernel: the two ops of the table
+            plain = m(npad.tensor(x)).numpy()
+        both = m.run(x, ["c1", "a3"])                                # c1 wanted: its Conv and Clip stay apart
+    plans = list(m._plans.values())
+    joined = [[fast.FUSED in s.node.attrs for s in steps] for _, steps in plans]
+    assert [sum(j) for j in joined] == [3, 2] and [len(j) for j in joined] == [3, 4]   # one plan per targets
+    for got in (fused, plain, both[1].numpy()):
+        numpy.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    assert fused.max() <= 0.5 and (both[0].numpy() < 0).any()        # the last clip ran; c1 is the raw conv
+
+    m2 = OnnxModule(model, frozen=False)                               # recorded: the ops of the table, gradients
+    y = m2(npad.tensor(x))
+    y.sum().backward()
+    numpy.testing.assert_allclose(y.numpy(), ref, rtol=1e-5, atol=1e-5)
+    assert m2.w1.grad is not None and numpy.abs(m2.w1.grad.numpy()).sum() > 0
