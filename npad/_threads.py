@@ -32,6 +32,7 @@ _threads = None         # threads of parallel_over, resolved lazily from the env
 _pool = None            # the ThreadPoolExecutor behind parallel_over
 _tuned = False          # tune_cpu was called
 _watch = None           # the CoreWatch that tune_cpu started
+_explicit = False       # set_num_threads was called: the watch leaves npad's count alone
 
 
 def get_num_threads():
@@ -52,22 +53,24 @@ def get_num_threads():
 
 
 def set_num_threads(n):
-    """Use ``n`` threads in ``parallel_over`` (1: everything runs in the calling thread)."""
-    global _threads, _pool
+    """Use ``n`` threads in ``parallel_over`` (1: everything runs in the calling thread), whatever the
+    load: a count set here is not lowered by the ``CoreWatch`` (which still sizes OpenBLAS)."""
+    global _threads, _pool, _explicit
     n = int(n)
     if n < 1:
         raise ValueError(f"set_num_threads: need at least one thread, got {n}")
     if _pool is not None and n != _threads:
         _pool.shutdown(wait=True)
         _pool = None
-    _threads = n
+    _threads, _explicit = n, True
 
 
 def active_threads():
     """The threads npad uses now: ``get_num_threads()``, or fewer while ``CoreWatch`` (started by
-    ``tune_cpu``) sees other processes keeping cores busy."""
+    ``tune_cpu``) sees other processes keeping cores busy, unless the count was set with
+    ``set_num_threads``."""
     n = get_num_threads()
-    return n if _watch is None or _watch.threads is None else max(1, min(n, _watch.threads))
+    return n if _explicit or _watch is None or _watch.threads is None else max(1, min(n, _watch.threads))
 
 
 def batch_slices(n):

@@ -33,6 +33,15 @@ def _seed():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _no_core_watch():
+    """The command line's tune_cpu() starts a CoreWatch: stopped after the test, so that thread counts in
+    later tests do not depend on the machine's load."""
+    yield
+    if npad._threads._watch is not None:
+        npad.tune_cpu(watch_cores=False)
+
+
 SIZE = 96
 
 

@@ -197,3 +197,14 @@ npad.tune_cpu(watch_cores=False)
 print(json.dumps(dict(started=started, n=n, stopped=_threads._watch is None)))
 """)
     assert r["started"] and r["stopped"] and 1 <= r["n"] <= os.cpu_count()
+
+
+def test_active_threads_follow_the_watch_unless_set(monkeypatch):
+    class Watch:
+        threads = 1
+    monkeypatch.setattr(_threads, "_watch", Watch())
+    monkeypatch.setattr(_threads, "_threads", 3)
+    monkeypatch.setattr(_threads, "_explicit", False)
+    assert _threads.active_threads() == 1 and len(backend.batch_slices(8)) == 1
+    monkeypatch.setattr(_threads, "_explicit", True)                  # set_num_threads(3) was called
+    assert _threads.active_threads() == 3 and len(backend.batch_slices(8)) == 3
