@@ -4,8 +4,8 @@ PyTorch when torch is installed; inference images/s at 256 x 256 (backbone + 3 d
 the tracemalloc peaks of one decoder step and of scoring one batch.
 
     python benchmarks/bench_cflow.py                  the table above
-    python benchmarks/bench_cflow.py --busy           the decoder steps idle, then with another process
-                                                      keeping one core busy: npad/torch and busy/idle ratios
+    python benchmarks/bench_cflow.py --busy           the decoder steps, then the same with another process
+                                                      keeping one core busy: npad/torch and busy/before ratios
     python benchmarks/bench_cflow.py --profile [DIR]  scoring a folder of images end to end, stage by stage
                                                       (default: the BSData pitting set, else the synthetic set)
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_cflow.py
@@ -174,8 +174,7 @@ def profile(folder, n_images, batch):
             part[f"logp_{k}"] = np.asarray(logp, np.float64)
         stats.append(part)
     stats = {k: np.concatenate([p[k] for p in stats]) for k in stats[0]}
-    prob = timed("upsample + sum of scales", model._likelihood, stats)
-    scores, maps = timed("anomaly maps + scores", lambda: model._maps(stats))
+    scores, maps = timed("upsample, sum scales, maps, scores", model._maps, stats)
     timed("blur (sigma 4; PaDiM, PatchCore)", gaussian_smooth, maps, 4.0)
     timed("metrics (AUROC, AUPRO, F1, IoU)", metrics.evaluate, scores, maps, ds.labels, masks[:, 0])
     total = sum(w for w, _ in stages.values())
@@ -185,7 +184,6 @@ def profile(folder, n_images, batch):
     for name, (t, c) in stages.items():
         print(f"  {name:34s} {t * 1e3 / n:8.2f} ms/image {100 * t / total:5.1f}%   CPU {c * 1e3 / n:8.2f} ms/image")
     print(f"  {'total':34s} {total * 1e3 / n:8.2f} ms/image = {n / total:.1f} images/s")
-    del prob
     ds.transform = resize
     t0 = time.perf_counter()
     res = model.evaluate(ds, batch_size=batch)
@@ -199,7 +197,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=os.cpu_count(),
                     help="BLAS and torch threads (1 gives steadier ratios on a shared machine)")
-    ap.add_argument("--busy", action="store_true", help="decoder steps idle and with one core kept busy")
+    ap.add_argument("--busy", action="store_true",
+                    help="decoder steps without, then with another process keeping one core busy")
     ap.add_argument("--profile", nargs="?", const="", default=None, metavar="DIR",
                     help="scoring of a folder's test images, stage by stage")
     ap.add_argument("--images", type=int, default=64, help="images scored by --profile")
@@ -220,7 +219,7 @@ def main():
         return
     if args.busy:
         idle = decoder_rates(torch)
-        print_decoder_table(idle, "idle")
+        print_decoder_table(idle, "without the busy process")
         hog = busy_core()
         try:
             time.sleep(0.5)
@@ -229,10 +228,10 @@ def main():
             hog.kill()
             hog.wait()
         print_decoder_table(busy, "one core kept busy by another process")
-        print(f"{'decoder width':>14} {'npad busy/idle':>15} {'torch busy/idle':>16}  (throughput kept)")
+        print(f"{'decoder width':>14} {'npad busy/before':>17} {'torch busy/before':>18}  (throughput kept)")
         for ch in WIDTHS:
             (t0, tt0), (t1, tt1) = idle[ch], busy[ch]
-            print(f"{ch:>14} {t0 / t1:15.2f} " + (f"{tt0 / tt1:16.2f}" if tt0 else ""))
+            print(f"{ch:>14} {t0 / t1:17.2f} " + (f"{tt0 / tt1:18.2f}" if tt0 else ""))
         return
     print_decoder_table(decoder_rates(torch))
     model = cflow_model()

@@ -105,10 +105,15 @@ def test_kernel_equals_reference(case, bias, dtype):
     _assert_equal(got, ref, dtype)
 
 
+@pytest.mark.parametrize("bands", ["one-row", "all-images"])
 @pytest.mark.parametrize("case", [c for c in CASES if c[0] == "Depthwise"], ids=lambda c: f"{c[7]}-{c[9]}")
-def test_depthwise_in_bands_of_one_row(case, monkeypatch):
-    """Bands of one output row (several per image, split over the threads) give the same numbers."""
-    monkeypatch.setattr(cpu, "BAND_BYTES", 1)
+def test_depthwise_bands(case, bands, monkeypatch):
+    """Bands of one output row (several per image, split over the threads), or one band of all the
+    images (one thread), give the same numbers."""
+    if bands == "one-row":
+        monkeypatch.setattr(cpu, "BAND_BYTES", 1)
+    else:
+        npad.set_num_threads(1)                                      # the fixture restores the count
     test_kernel_equals_reference(case, True, numpy.float64)
 
 
@@ -133,16 +138,16 @@ def test_kernel_applies_a_clip(kernel, clip):
 @pytest.mark.parametrize("phases", [1, 2, 3])
 def test_shifted_rows(shift, phases):
     """shifted_rows = rows of the image moved by (top, left) with zeros around, columns dealt into phases."""
-    xs = rng.standard_normal((5, 7, 3))
+    xs = rng.standard_normal((2, 5, 7, 3))
     top, left = shift
-    big = numpy.zeros((30, 40, 3))
-    big[10 + top:15 + top, 10 + left:17 + left] = xs                  # xz, offset by 10 rows and columns
+    big = numpy.zeros((2, 30, 40, 3))
+    big[:, 10 + top:15 + top, 10 + left:17 + left] = xs               # xz, offset by 10 rows and columns
     for r0, r1 in ((0, 9), (3, 4), (-2, 12), (6, 6)):
         width = 5
-        out = cpu.shifted_rows(xs, r0, r1, top, left, phases, width, numpy.full((r1 - r0, phases, width, 3), 9.0))
+        out = cpu.shifted_rows(xs, r0, r1, top, left, phases, width, numpy.full((2, r1 - r0, phases, width, 3), 9.0))
         for f in range(phases):
             cols = [10 + k * phases + f for k in range(width)]
-            numpy.testing.assert_array_equal(out[:, f], big[10 + r0:10 + r1][:, cols])
+            numpy.testing.assert_array_equal(out[:, :, f], big[:, 10 + r0:10 + r1][:, :, cols])
 
 
 @pytest.mark.parametrize("grads", [(True, False), (False, True)], ids=["frozen-weight", "input-constant"])

@@ -11,7 +11,7 @@ import math
 
 import numpy
 
-from .._threads import parallel_over
+from .._threads import active_threads, parallel_over
 from ..functional import conv as reference
 
 
@@ -48,24 +48,24 @@ def col2im(cols, padded_shape, stride, dilation):
 
 
 def shifted_rows(xs, r0, r1, top, left, phases, width, out):
-    """Rows r0 <= r < r1 of xz, the channels-last image xs (H x W x C) moved down by ``top`` and right by
-    ``left`` with zeros around (xz[r, c] = xs[r - top, c - left]; a negative shift crops), its columns
-    dealt into ``phases``: out[r - r0, f, k] = xz[r, k phases + f], out (r1 - r0) x phases x width x C.
-    With phases = s, a horizontal stride s becomes stride 1 within each phase."""
-    H, W = xs.shape[:2]
+    """Rows r0 <= r < r1 of xz, the channels-last images xs (n x H x W x C) moved down by ``top`` and right
+    by ``left`` with zeros around (xz[:, r, c] = xs[:, r - top, c - left]; a negative shift crops), their
+    columns dealt into ``phases``: out[:, r - r0, f, k] = xz[:, r, k phases + f], out n x (r1 - r0) x
+    phases x width x C. With phases = s, a horizontal stride s becomes stride 1 within each phase."""
+    H, W = xs.shape[1:3]
     a0 = min(max(r0, top), r1)
     a1 = max(min(r1, top + H), a0)                                      # rows r0 <= a0 <= r < a1 hold data
-    out[:a0 - r0] = 0
-    out[a1 - r0:] = 0
+    out[:, :a0 - r0] = 0
+    out[:, a1 - r0:] = 0
     for f in range(phases):                 # phase f holds columns k phases + f - left of xs for k0 <= k < k1
         k0 = min(max(-(-(left - f) // phases), 0), width)
         k1 = min(max(-(-(left + W - f) // phases), k0), width)
-        dst = out[a0 - r0:a1 - r0, f]
-        dst[:, :k0] = 0
-        dst[:, k1:] = 0
+        dst = out[:, a0 - r0:a1 - r0, f]
+        dst[:, :, :k0] = 0
+        dst[:, :, k1:] = 0
         if k1 > k0:
             c0 = k0 * phases + f - left
-            dst[:, k0:k1] = xs[a0 - top:a1 - top, c0: c0 + phases * (k1 - k0 - 1) + 1: phases]
+            dst[:, :, k0:k1] = xs[:, a0 - top:a1 - top, c0: c0 + phases * (k1 - k0 - 1) + 1: phases]
     return out
 
 
@@ -77,11 +77,7 @@ def pad_nhwc(x, pads):
     if not (t or b or l or r) and is_channels_last(x):
         return x.transpose(0, 2, 3, 1)
     out = numpy.empty((B, H + t + b, 1, W + l + r, C), x.dtype)
-
-    def run(sl):
-        for i in range(sl.start, sl.stop):
-            shifted_rows(x[i].transpose(1, 2, 0), 0, H + t + b, t, l, 1, W + l + r, out[i])
-    parallel_over(B, run)
+    parallel_over(B, lambda sl: shifted_rows(x[sl].transpose(0, 2, 3, 1), 0, H + t + b, t, l, 1, W + l + r, out[sl]))
     return out[:, :, 0]
 
 
@@ -250,21 +246,22 @@ def tap_grid(kw, sw, dw):
 
 
 def depthwise_view(xb, kernel, stride, dilation, out_size, J):
-    """The depthwise taps of a band ``shifted_rows(...)`` (rows x phases x width x C) as a strided view
-    Ho' x KH x R x Q x (Wo/J) x (J C) whose last axis is contiguous:
-    v[i, p, r, o, k, jj C + c] = xb[i sh + p dh, r, k J + jj + o step, c]."""
+    """The depthwise taps of a band ``shifted_rows(...)`` (n x rows x phases x width x C) as a strided view
+    n x Ho' x KH x R x Q x (Wo/J) x (J C) whose last axis is contiguous:
+    v[b, i, p, r, o, k, jj C + c] = xb[b, i sh + p dh, r, k J + jj + o step, c]."""
     (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_size
     R, Q, step, _ = tap_grid(kw, sw, dw)
-    s1, s2, s3, s4 = xb.strides
-    return numpy.lib.stride_tricks.as_strided(xb, (ho, kh, R, Q, wo // J, J * xb.shape[3]),
-                                              (s1 * sh, s1 * dh, s2, s3 * step, s3 * J, s4))
+    s0, s1, s2, s3, s4 = xb.strides
+    return numpy.lib.stride_tricks.as_strided(xb, (xb.shape[0], ho, kh, R, Q, wo // J, J * xb.shape[4]),
+                                              (s0, s1 * sh, s1 * dh, s2, s3 * step, s3 * J, s4))
 
 
 class DepthwiseBands:
     """The bands of one depthwise conv: x (NCHW, any strides) moved by ``shift`` = (top, left) with zeros
-    around is xz; output row i reads xz rows i sh + p dh. ``bands`` are (image, first output row) pairs,
-    ``rows`` output rows each; ``view(b, i, buf)`` copies band (b, i)'s input rows into a per-thread ``buf``
-    (``shifted_rows``) and returns its ``depthwise_view``."""
+    around is xz; output row i reads xz rows i sh + p dh. A band is about BAND_BYTES of output: ``rows``
+    rows of one image, or whole images, ``images`` of them, when an image's output is smaller (then at
+    least one band per thread). ``bands`` are (image slice, first output row); ``view(band, buf)`` copies
+    the band's input rows into a per-thread ``buf`` (``shifted_rows``) and returns its ``depthwise_view``."""
 
     def __init__(self, x, kernel, shift, stride, dilation, out_size):
         (self.kh, kw), self.shift, self.stride, self.dilation, self.out_size = kernel, shift, stride, dilation, out_size
@@ -272,19 +269,23 @@ class DepthwiseBands:
         (ho, wo), (sh, sw), dh = out_size, stride, dilation[0]
         self.x, self.R, Q, step, self.taps = x, *tap_grid(kw, sw, dilation[1])
         self.Q, self.J, self.width = Q, width_block(wo, C), wo + (Q - 1) * step   # phase columns the taps read
-        self.rows = max(1, BAND_BYTES // (wo * C * x.itemsize))
-        self.bands = [(b, i) for b in range(B) for i in range(0, ho, self.rows)]
-        self.buf_shape = ((self.rows - 1) * sh + (self.kh - 1) * dh + 1, sw, self.width, C)
+        row_bytes = wo * C * x.itemsize
+        self.rows = min(ho, max(1, BAND_BYTES // row_bytes))
+        images = 1 if self.rows < ho else max(1, min(BAND_BYTES // (ho * row_bytes), -(-B // active_threads())))
+        self.bands = [(slice(b, min(b + images, B)), i) for b in range(0, B, images) for i in range(0, ho, self.rows)]
+        self.buf_shape = (images, (self.rows - 1) * sh + (self.kh - 1) * dh + 1, sw, self.width, C)
 
-    def view(self, b, i, buf):
-        (sh, sw), n = self.stride, min(self.rows, self.out_size[0] - i)
+    def view(self, band, buf):
+        (bs, i), (sh, sw) = band, self.stride
+        n = min(self.rows, self.out_size[0] - i)
         r0 = i * sh
         r1 = r0 + (n - 1) * sh + (self.kh - 1) * self.dilation[0] + 1
-        xb = shifted_rows(self.x[b].transpose(1, 2, 0), r0, r1, *self.shift, sw, self.width, buf[:r1 - r0])
+        xs = self.x[bs].transpose(0, 2, 3, 1)                           # images x H x W x C (a view)
+        xb = shifted_rows(xs, r0, r1, *self.shift, sw, self.width, buf[:len(xs), :r1 - r0])
         return depthwise_view(xb, (self.kh, len(self.taps)), self.stride, self.dilation, (n, self.out_size[1]), self.J)
 
     def run(self, fn):
-        """fn(buf, band slice) on the bands split over threads, each thread with its own buffer."""
+        """fn(buf, bands) on the bands split over threads, each thread with its own buffer."""
         return parallel_over(len(self.bands), lambda s: fn(numpy.empty(self.buf_shape, self.x.dtype), self.bands[s]))
 
 
@@ -307,9 +308,9 @@ def depthwise(x, wq, shift, stride, dilation, out_size, bias=None, clip=None):
     bias = None if bias is None else numpy.tile(bias, J)                # J C
 
     def run(buf, bands):
-        for b, i in bands:
-            yb = y[b, i:i + plan.rows]
-            bias_clip(numpy.einsum("iprokx,prox->ikx", plan.view(b, i, buf), wg, out=yb), bias, clip)
+        for band in bands:
+            yb = y[band[0], band[1]:band[1] + plan.rows]
+            bias_clip(numpy.einsum("biprokx,prox->bikx", plan.view(band, buf), wg, out=yb), bias, clip)
     plan.run(run)
     return y.reshape(B, ho, wo, C)
 
@@ -324,11 +325,11 @@ def depthwise_grad_w(x, g, shift, kernel, stride, dilation):
 
     def run(buf, bands):
         acc = numpy.zeros((kernel[0], kernel[1], plan.J * C), g.dtype)
-        for b, i in bands:
-            v, gb = plan.view(b, i, buf), gv[b, i:i + plan.rows]
+        for band in bands:
+            v, gb = plan.view(band, buf), gv[band[0], band[1]:band[1] + plan.rows]
             for p in range(kernel[0]):
                 for q, (r, o) in enumerate(plan.taps):
-                    acc[p, q] += numpy.einsum("ikx,ikx->x", v[:, p, r, o], gb)
+                    acc[p, q] += numpy.einsum("bikx,bikx->x", v[:, :, p, r, o], gb)
         return acc
     return sum(plan.run(run)).reshape(kernel[0], kernel[1], plan.J, C).sum(axis=2)   # KH x KW x C
 
