@@ -278,14 +278,34 @@ def _decoder(C, P, blocks=3):
     return flow
 
 
+def _variant(name):
+    """cflow_decoder options of a variant ("scaled": the default), skipped where this npad lacks them."""
+    import inspect
+    from npad.flows import cflow_decoder
+    opts = {"scaled": {}, "unscaled": {"soft_clamp": "unscaled"}, "no-condition": {"cond_channels": 0}}[name]
+    if "soft_clamp" in opts and "soft_clamp" not in inspect.signature(cflow_decoder).parameters:
+        pytest.skip("npad.flows has no soft_clamp option")
+    if "cond_channels" in opts:
+        try:
+            cflow_decoder(4, 0, 1)
+        except Exception:                                             # noqa: BLE001
+            pytest.skip("npad.flows has no unconditional couplings")
+    return opts
+
+
+@pytest.mark.parametrize("variant", ["scaled", "unscaled", "no-condition"])
 @pytest.mark.parametrize("threads", [False, True], ids=["one-thread", "chunks-in-threads"])
 @pytest.mark.parametrize("B,n,C", [(3, 7, 6), (1, 700, 5), (40, 30, 8)], ids=["small", "one-image", "many-images"])
-def test_flow_kernel_equals_the_flow(B, n, C, threads, monkeypatch):
+def test_flow_kernel_equals_the_flow(B, n, C, threads, variant, monkeypatch):
     """CouplingFlow.forward(x, cond) = flow(x rows, cond repeated per image), chunked and threaded or not."""
+    from npad.flows import cflow_decoder
     from npad.kernels import flows
-    P = 8
-    flow = _decoder(C, P)
-    x, cond = rng.standard_normal((B, n, C)), rng.standard_normal((n, P))
+    opts = _variant(variant)
+    P = opts.get("cond_channels", 8)
+    flow = cflow_decoder(C, P, 3, seed=1, **{k: v for k, v in opts.items() if k != "cond_channels"}).double()
+    for p in flow.parameters():                                      # away from the initial identity-like state
+        p.data[...] = rng.standard_normal(p.shape) * 0.3
+    x, cond = rng.standard_normal((B, n, C)), (rng.standard_normal((n, P)) if P else None)
     monkeypatch.setattr(flows, "CHUNK_ROWS", 64)                     # several chunks even at these sizes
     monkeypatch.setattr(flows, "cpu_tuned", lambda: threads)
     with kernels.use_reference(False):                               # also under NPAD_REFERENCE=1
@@ -293,7 +313,7 @@ def test_flow_kernel_equals_the_flow(B, n, C, threads, monkeypatch):
     assert isinstance(kernel, flows.CouplingFlow)
     z, log_det = kernel.forward(x, cond)
     with npad.no_grad():
-        zr, ldr = flow(Tensor(x.reshape(-1, C)), Tensor(numpy.tile(cond, (B, 1))))
+        zr, ldr = flow(Tensor(x.reshape(-1, C)), None if cond is None else Tensor(numpy.tile(cond, (B, 1))))
     numpy.testing.assert_allclose(z.reshape(-1, C), zr.data, rtol=1e-11, atol=1e-11)
     numpy.testing.assert_allclose(log_det.reshape(-1), ldr.data, rtol=1e-11, atol=1e-11)
 

@@ -25,6 +25,8 @@ def condition_term(cond, wc, b):
     """q -> c W_c^T + b at the positions q (a slice; npos x H), c from cond as in ``CouplingFlow.forward``.
     For a grid pair it is rows[i] W_r^T + cols[j] W_c'^T + b, made per slice from an h x H and a w x H
     term: (h + w) P H multiply-adds instead of h w P H, and no n x H array."""
+    if cond is None:                                                     # an unconditional flow: the bias alone
+        return lambda q: b
     if not isinstance(cond, tuple):
         return (cond @ wc.T + b).__getitem__
     cols, rows = cond
@@ -57,16 +59,18 @@ class CouplingFlow:
         self.blocks = blocks
 
     def _matrices(self, cond):
-        """Per block: W_x^T (C1 x H), q -> c W_c^T + b (``condition_term``), the second layer times [prescale / clamp for
-        the s rows, prescale for the t rows] (2 C2 x H) and its bias (2 C2 x 1), (diag(scale) R^T)^T,
-        (offset R^T)^T (C x 1), and sum log scale."""
+        """Per block: W_x^T (C1 x H), q -> c W_c^T + b (``condition_term``), the second layer times [prescale
+        (/ clamp with the scaled soft clamp) for the s rows, prescale for the t rows] (2 C2 x H) and its bias
+        (2 C2 x 1), (diag(scale) R^T)^T, (offset R^T)^T (C x 1), and sum log scale."""
         out = []
         for blk in self.blocks:
             lin1, lin2 = blk.subnet[0], blk.subnet[2]
             w1 = lin1.weight.data                                           # H x (C1 + P)
             scale = (0.1 * numpy.logaddexp(0, 0.5 * blk.global_scale.data) / 0.5).astype(w1.dtype)
             rot = blk.w_perm.data.T                                         # C x C
-            pre = numpy.repeat([blk.prescale / blk.clamp, blk.prescale], blk.c2).astype(w1.dtype)[:, None]
+            scaled = getattr(blk, "soft_clamp", "scaled") == "scaled"    # clamp tanh(s / clamp), else clamp tanh(s)
+            pre = numpy.repeat([blk.prescale / (blk.clamp if scaled else 1), blk.prescale], blk.c2)
+            pre = pre.astype(w1.dtype)[:, None]
             out.append((blk, w1[:, :blk.c1].T, condition_term(cond, w1[:, blk.c1:], lin1.bias.data),
                         lin2.weight.data * pre, lin2.bias.data[:, None] * pre, (scale[:, None] * rot).T,
                         (blk.global_offset.data @ rot)[:, None], numpy.log(scale).sum()))
@@ -74,9 +78,9 @@ class CouplingFlow:
 
     def forward(self, x, cond):
         """(z, log_det) of the flow on x (B x n x C) with condition cond at every image: z B x n x C,
-        log_det B x n, equal to ``flow(x.reshape(-1, C), cond repeated B times)``. cond is n x P, or for
-        n positions of an h x w grid whose condition is [a column part, a row part] (as CFLOW's
-        positional encoding) the pair (cols w x Pc, rows h x Pr): cond[i w + j] = [cols[j], rows[i]].
+        log_det B x n, equal to ``flow(x.reshape(-1, C), cond repeated B times)``. cond is n x P, None (an
+        unconditional flow), or for n positions of an h x w grid whose condition is [a column part, a row
+        part] (as CFLOW's positional encoding) the pair (cols w x Pc, rows h x Pr): cond[i w + j] = [cols[j], rows[i]].
 
         Layout: the hidden layer h is rows x H (the condition term adds to it per position), the
         fibers y and the subnet output a are transposed, C x rows and 2 C2 x rows, so that the
@@ -103,7 +107,7 @@ class CouplingFlow:
                     a += b2
                     s = a[:c2]
                     numpy.tanh(s, out=s)
-                    s *= blk.clamp                                          # s' = clamp tanh(prescale s / clamp)
+                    s *= blk.clamp                                          # s' = clamp tanh(prescale s [/ clamp])
                     ld += s.sum(0)
                     y[c1:] *= numpy.exp(s, out=s)
                     y[c1:] += a[c2:]                                        # x2 exp(s') + t

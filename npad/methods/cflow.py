@@ -233,8 +233,9 @@ class CFlow(AnomalyModel):
             return self._log_prob(i, *self._fibers(feat)).numpy().reshape(b, h, w)
         e, log_det0 = self._standardized(i, feat.transpose(0, 2, 3, 1).reshape(b, h * w, c))   # B x hw x C
         pos = self._position(h, w, numpy)                                                 # P x h x w
-        half = len(pos) // 2                    # the encoding's first half varies with the column only, the rest with the row
-        z, log_det = kernel.forward(e, (pos[:half, 0].T, pos[half:, :, 0].T))             # B x hw x C, B x hw
+        half = None if pos is None else len(pos) // 2   # the encoding's first half varies with the column only
+        cond = None if pos is None else (pos[:half, 0].T, pos[half:, :, 0].T)             # w x P/2, h x P/2
+        z, log_det = kernel.forward(e, cond)                                               # B x hw x C, B x hw
         return ((gaussian_log_prob(z.reshape(-1, c), log_det.reshape(-1)) + log_det0) / c).reshape(b, h, w)
 
     def _likelihood(self, stats, reference=None):

@@ -60,10 +60,11 @@ def mark_inplace(graph, steps):
 
 def _conv_act(node, args, recording):
     """Conv + Relu / Clip (a step ``mark_inplace`` joined): when nothing records and a conv kernel serves the
-    shapes, one kernel call that clips while in cache; else the op table's Conv, then the activation."""
+    NumPy arrays, one kernel call that clips while in cache; else the op table's Conv, then the activation."""
     conv, act = node.a(FUSED)
     cargs, aargs = args[:len(conv.inputs)], args[len(conv.inputs):]
-    recording = recording or (is_grad_enabled() and any(a is not None and a.requires_grad for a in args))
+    recording = recording or (is_grad_enabled() and any(a is not None and a.requires_grad for a in args)) or \
+        get_array_module(*args) is not np                               # CuPy: the op table's kernels
     y = None if recording else _clipped_conv(conv, act, cargs, aargs)
     if y is not None:
         return y
