@@ -47,8 +47,8 @@ def mark_inplace(graph, steps):
                 and not joined[-1].constant and not step.constant and len(prev.outputs) == 1
                 and step.node.inputs[0] == prev.outputs[0] and 0 in step.dying):
             act = step.node
-            node = Node("Conv", prev.name, prev.inputs + act.inputs[1:], act.outputs, {**prev.attrs, FUSED: (prev, act)},
-                        prev.opset)
+            node = Node("Conv", prev.name, prev.inputs + act.inputs[1:], act.outputs,
+                        {**prev.attrs, FUSED: (prev, act)}, prev.opset)
             node.dtype = prev.dtype
             fused = Step(node, False)
             fused.frees = joined[-1].frees + step.frees
