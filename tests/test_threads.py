@@ -63,9 +63,9 @@ import numpy, npad
 a = numpy.arange(40000.).reshape(200, 200) / 4e4
 ref = a @ a
 before = probe()
-done = npad.tune_cpu()
+done = npad.tune_cpu(watch_cores=False)
 after = probe()
-print(json.dumps(dict(before=before, after=after, done=done, again=npad.backend.tune_cpu(),
+print(json.dumps(dict(before=before, after=after, done=done, again=npad.backend.tune_cpu(watch_cores=False),
                       same=bool(numpy.array_equal(a @ a, ref)))))
 """)
     assert r["same"] and r["again"] == [] and r["after"]["tuned"] and not r["before"]["tuned"]
@@ -77,7 +77,7 @@ print(json.dumps(dict(before=before, after=after, done=done, again=npad.backend.
 
 
 def test_tune_cpu_keeps_a_timeout_the_user_set():
-    r = _fresh("import npad\nprint(json.dumps(dict(done=npad.tune_cpu(), after=probe())))",
+    r = _fresh("import npad\nprint(json.dumps(dict(done=npad.tune_cpu(watch_cores=False), after=probe())))",
                OPENBLAS_THREAD_TIMEOUT="20")
     assert r["done"] == [] and r["after"]["env"]["OPENBLAS_THREAD_TIMEOUT"] == "20" and r["after"]["tuned"]
     if _has_openblas():
@@ -130,3 +130,86 @@ def test_blas_threads_blocks_overlapping_in_two_threads():
     release.set()
     t.join()
     assert [f() for f in libs] == before
+
+
+def test_threads_for_the_free_cores():
+    assert [_threads.threads_for(b, 2, 2) for b in (0.0, 0.4, 0.6, 1.0, 2.0)] == [2, 2, 1, 1, 1]
+    assert [_threads.threads_for(b, 16, 8) for b in (0.0, 8.7, 14.0)] == [8, 7, 2]
+
+
+def test_core_watch_measures_the_others_load():
+    """update() from two samples (wall s, busy jiffies of our cores, our CPU s): busy minus ours, smoothed."""
+    w = _threads.CoreWatch()
+    w.cpus, w._hz, w._apply = [0, 1], 100, lambda n: None
+    before = backend.get_num_threads()
+    try:
+        backend.set_num_threads(2)
+        t = (0.0, 0, 0.0)
+        for k in range(1, 5):                          # others keep one core busy, we use one: 2 x 100 jiffies/s
+            assert w.update(t, (k * 1.0, k * 200, k * 1.0)) in (1, 2)
+            t = (k * 1.0, k * 200, k * 1.0)
+        assert abs(w.busy_elsewhere - 1.0) < 0.1 and w.threads == 1
+        for k in range(5, 9):                          # they stop; we use two cores
+            w.update(t, (k * 1.0, t[1] + 200, t[2] + 2.0))
+            t = (k * 1.0, t[1] + 200, t[2] + 2.0)
+        assert w.busy_elsewhere < 0.1 and w.threads == 2
+        now = w.sample()                               # the real /proc/stat: counters that only grow
+        assert now[1] >= 0 and now[2] >= 0 and w.sample()[1] >= now[1]
+    finally:
+        backend.set_num_threads(before)
+
+
+def test_core_watch_sets_openblas_within_its_bounds():
+    """The watch gives OpenBLAS its count, never above the count from before or one someone else set,
+    defers to open blas_threads blocks, and stop() restores the count from before (fresh interpreter)."""
+    if not _has_openblas():
+        pytest.skip("no OpenBLAS loaded")
+    r = _fresh("""
+import npad
+from npad._threads import CoreWatch, blas_threads, _blas_counts
+get = lambda: [f() for f, _ in _blas_counts()]
+setall = lambda n: [f(n) for _, f in _blas_counts()]
+setall(2)
+w = CoreWatch()
+out = {}
+w._apply(1); out["one"] = get()
+w._apply(8); out["eight"] = get()                              # not above the 2 it found
+with blas_threads(1):
+    w._apply(2); out["in_block"] = get()
+out["after_block"] = get()
+setall(1)                                                      # someone else (threadpoolctl...) sets 1
+w._apply(2); out["user"] = get()
+w.stop(); out["stopped"] = get()
+print(json.dumps(out))
+""")
+    n = len(r["one"])
+    assert r["one"] == [1] * n and r["eight"] == [2] * n and r["in_block"] == [1] * n
+    assert r["after_block"] == [2] * n and r["user"] == [1] * n and r["stopped"] == [1] * n
+
+
+def test_tune_cpu_starts_and_stops_the_watch():
+    r = _fresh("""
+import time, npad
+from npad import _threads
+npad.tune_cpu()
+started = _threads._watch is not None and _threads._watch.is_alive()
+time.sleep(0.5)
+n = _threads.active_threads()
+npad.tune_cpu(watch_cores=False)
+print(json.dumps(dict(started=started, n=n, stopped=_threads._watch is None)))
+""")
+    assert r["started"] and r["stopped"] and 1 <= r["n"] <= os.cpu_count()
+
+
+def test_active_threads_follow_the_watch_unless_set(monkeypatch):
+    class Watch:
+        threads = 1
+
+        def stop(self):    # the autouse _no_core_watch fixture may stop it after the test
+            pass
+    monkeypatch.setattr(_threads, "_watch", Watch())
+    monkeypatch.setattr(_threads, "_threads", 3)
+    monkeypatch.setattr(_threads, "_explicit", False)
+    assert _threads.active_threads() == 1 and len(backend.batch_slices(8)) == 1
+    monkeypatch.setattr(_threads, "_explicit", True)                  # set_num_threads(3) was called
+    assert _threads.active_threads() == 3 and len(backend.batch_slices(8)) == 3

@@ -3,8 +3,10 @@
 The reference (``npad/functional/conv.py``) is the definition. A kernel here computes the same
 numbers faster for some shapes on one backend, forward and backward as a pair (the backward uses
 what its own forward kept), and is tested equal to the reference over the shapes it serves
-(``tests/test_kernels.py``). ``conv2d_kernel`` is the one place that picks: a kernel, or None and
-the reference runs. Deleting this folder leaves npad working, slower.
+(``tests/test_kernels.py``). ``conv2d_kernel`` is the one place that picks a convolution kernel
+(``cpu.py``), ``flow_kernel`` the unrecorded forward of a coupling flow that scoring uses
+(``flows.py``): a kernel, or None and the reference runs. Deleting this folder leaves npad working,
+slower.
 
 The reference alone runs when the environment has ``NPAD_REFERENCE=1`` (read at every decision) or
 after ``use_reference(True)``, which also works as a context manager::
@@ -18,7 +20,7 @@ import numpy
 
 from . import cpu
 
-__all__ = ["conv2d_kernel", "use_reference", "reference_only"]
+__all__ = ["conv2d_kernel", "flow_kernel", "use_reference", "reference_only"]
 
 _forced = None          # True / False from use_reference; None: NPAD_REFERENCE decides
 
@@ -60,3 +62,12 @@ def conv2d_kernel(x, w, stride, pads, dilation, groups, out_size):
     if KH > 1 and stride == (1, 1):
         return cpu.KernelRows(*geometry)
     return cpu.Im2colGemm(*geometry)
+
+
+def flow_kernel(flow, x):
+    """The kernel that runs ``flow`` (an ``npad.flows.SequenceFlow``) forward on the NumPy array x
+    without a graph (``kernels.flows.CouplingFlow``), or None for the module itself."""
+    if not isinstance(x, numpy.ndarray) or reference_only():
+        return None
+    from .flows import CouplingFlow
+    return CouplingFlow.for_flow(flow)

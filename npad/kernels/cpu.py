@@ -11,7 +11,7 @@ import math
 
 import numpy
 
-from .._threads import parallel_over
+from .._threads import active_threads, parallel_over
 from ..functional import conv as reference
 
 
@@ -47,62 +47,70 @@ def col2im(cols, padded_shape, stride, dilation):
     return out
 
 
-def pad_nhwc(x, pads, phases=1, width=None):
-    """The reference's pad_nhwc split over threads, zeroing only the border, and no copy at all for a
-    channels-last input without padding. With ``phases`` = s the padded columns are dealt into s
-    phases, B x Hp x s x width x C: out[b, h, r, k] = x_pad[b, h, k s + r] (zeros past the padded
-    width), so that a horizontal stride s becomes stride 1 within each phase."""
+def shifted_rows(xs, r0, r1, top, left, phases, width, out):
+    """Rows r0 <= r < r1 of xz, the channels-last images xs (n x H x W x C) moved down by ``top`` and right
+    by ``left`` with zeros around (xz[:, r, c] = xs[:, r - top, c - left]; a negative shift crops), their
+    columns dealt into ``phases``: out[:, r - r0, f, k] = xz[:, r, k phases + f], out n x (r1 - r0) x
+    phases x width x C. With phases = s, a horizontal stride s becomes stride 1 within each phase."""
+    H, W = xs.shape[1:3]
+    a0 = min(max(r0, top), r1)
+    a1 = max(min(r1, top + H), a0)                                      # rows r0 <= a0 <= r < a1 hold data
+    out[:, :a0 - r0] = 0
+    out[:, a1 - r0:] = 0
+    for f in range(phases):                 # phase f holds columns k phases + f - left of xs for k0 <= k < k1
+        k0 = min(max(-(-(left - f) // phases), 0), width)
+        k1 = min(max(-(-(left + W - f) // phases), k0), width)
+        dst = out[:, a0 - r0:a1 - r0, f]
+        dst[:, :, :k0] = 0
+        dst[:, :, k1:] = 0
+        if k1 > k0:
+            c0 = k0 * phases + f - left
+            dst[:, :, k0:k1] = xs[:, a0 - top:a1 - top, c0: c0 + phases * (k1 - k0 - 1) + 1: phases]
+    return out
+
+
+def pad_nhwc(x, pads):
+    """The reference's pad_nhwc with the images split over threads (``shifted_rows``), and no copy at
+    all for a channels-last input without padding."""
     t, b, l, r = pads
     B, C, H, W = x.shape
-    Hp, Wp = H + t + b, W + l + r
-    width = -(-Wp // phases) if width is None else width
-    if phases == 1 and width == Wp and not (t or b or l or r) and is_channels_last(x):
+    if not (t or b or l or r) and is_channels_last(x):
         return x.transpose(0, 2, 3, 1)
-    out = numpy.empty((B, Hp, phases, width, C), x.dtype)
-    spans = []                              # phase f holds input columns f - l + s k for k0 <= k < k1
-    for f in range(phases):
-        k0 = max(-(-(l - f) // phases), 0)
-        k1 = min(max(-(-(l + W - f) // phases), k0), width)
-        spans.append((f, k0, k1))
-    if t:
-        out[:, :t] = 0
-    if b:
-        out[:, t + H:] = 0
-
-    def run(sl):
-        xs = x[sl].transpose(0, 2, 3, 1)                                # b x H x W x C (a view)
-        for f, k0, k1 in spans:
-            dst = out[sl, t:t + H, f]
-            dst[:, :, :k0] = 0
-            dst[:, :, k1:] = 0
-            c0 = k0 * phases + f - l
-            dst[:, :, k0:k1] = xs[:, :, c0: c0 + phases * (k1 - k0 - 1) + 1: phases]
-    parallel_over(B, run)
-    return out.reshape(B, Hp, width, C) if phases == 1 else out
+    out = numpy.empty((B, H + t + b, 1, W + l + r, C), x.dtype)
+    parallel_over(B, lambda sl: shifted_rows(x[sl].transpose(0, 2, 3, 1), 0, H + t + b, t, l, 1, W + l + r, out[sl]))
+    return out[:, :, 0]
 
 
-def tall_matmul(a, b, bias=None, chunk_bytes=1 << 19):
-    """a @ b (+ bias) for a tall a (N x K); with K <= 256 computed in blocks of rows whose output is
-    about ``chunk_bytes``, the bias added to each block while it is in cache. OpenBLAS runs such
-    tall-skinny products faster on blocks that stay in cache, and the bias costs no pass of its own."""
+def bias_clip(y, bias=None, clip=None):
+    """y += bias, then y clipped to clip = (lo, hi) (a bound may be None), in place; returns y. Both
+    bounds go to NumPy's clip (with one of them None it takes a slower, unvectorised path)."""
+    if bias is not None:
+        y += bias
+    if clip is not None:
+        lo, hi = clip
+        numpy.clip(y, -numpy.inf if lo is None else lo, numpy.inf if hi is None else hi, out=y)
+    return y
+
+
+def tall_matmul(a, b, bias=None, clip=None, chunk_bytes=1 << 19):
+    """a @ b (+ bias, clipped to ``clip``) for a tall a (N x K); with K <= 256 computed in blocks of rows
+    whose output is about ``chunk_bytes``, bias and clip applied to each block while it is in cache.
+    OpenBLAS runs such tall-skinny products faster on blocks that stay in cache, and bias and clip cost no
+    pass of their own."""
     n, k = a.shape
     rows = max(chunk_bytes // (b.shape[1] * a.itemsize), 256)
     if n < 4 * rows or k > 256:
-        out = a @ b
-        if bias is not None:
-            out += bias
-        return out
+        return bias_clip(a @ b, bias, clip)
     out = numpy.empty((n, b.shape[1]), numpy.result_type(a, b))
     for s in range(0, n, rows):
-        numpy.matmul(a[s:s + rows], b, out=out[s:s + rows])
-        if bias is not None:
-            out[s:s + rows] += bias
+        bias_clip(numpy.matmul(a[s:s + rows], b, out=out[s:s + rows]), bias, clip)
     return out
 
 
 # ---- the kernels -----------------------------------------------------------------------------
 class ConvKernel:
-    """conv2d for the shapes one kernel serves. ``forward(x, w, bias, keep)`` returns y (NCHW) and keeps
+    """conv2d for the shapes one kernel serves. ``forward(x, w, bias, keep, clip=None)`` returns y (NCHW),
+    clipped to clip = (lo, hi) when given (a Conv + Clip / Relu of the ONNX fast path, no graph), and keeps
     what backward needs (the input side only when ``keep``: the weight wants a gradient);
     ``backward(gy, nx, nw, retain)`` returns (dX or None, dW or None); ``retain``: the graph is kept for
     another backward, so kept buffers must not be overwritten."""
@@ -125,20 +133,18 @@ class Pointwise(ConvKernel):
     im2col copy. A channels-last input (another conv's output) is a (B H W) x C matrix already
     (``tall_matmul``); a contiguous NCHW input goes through one broadcast matmul O x C @ B x C x (H W)."""
 
-    def forward(self, x, w, bias, keep):
+    def forward(self, x, w, bias, keep, clip=None):
         B, C, H, W = x.shape
         O = w.shape[0]
         self.w, self.channels_last = w.reshape(O, C), is_channels_last(x)
         if self.channels_last:
             xm = x.transpose(0, 2, 3, 1).reshape(B * H * W, C)           # (B H W) x C, a view
             self.xm = xm if keep else None
-            return to_nchw(tall_matmul(xm, self.w.T, bias).reshape(B, H, W, O))
+            return to_nchw(tall_matmul(xm, self.w.T, bias, clip).reshape(B, H, W, O))
         x3 = x.reshape(B, C, H * W)                                     # B x C x HW (a view when contiguous)
         self.xm = x3 if keep else None
         y = numpy.matmul(self.w, x3).reshape(B, O, H, W)
-        if bias is not None:
-            y += bias.reshape(1, O, 1, 1)
-        return y
+        return bias_clip(y, None if bias is None else bias.reshape(1, O, 1, 1), clip)
 
     def backward(self, gy, nx, nw, retain):
         B, C, H, W = self.xshape
@@ -168,9 +174,9 @@ def kernel_rows(xh, kw, wo, dw):
     return copy(v).reshape(B, Hp * wo, kw * C)
 
 
-def row_gemms(a, wr, n, step, bias=None):
-    """sum_p a[:, p step : p step + n] @ wr[p] (+ bias) for p < len(wr), a B x R x K, wr P x K x O:
-    image by image, so that each partial product and the bias are added while in cache."""
+def row_gemms(a, wr, n, step, bias=None, clip=None):
+    """sum_p a[:, p step : p step + n] @ wr[p] (+ bias, clipped) for p < len(wr), a B x R x K, wr P x K x O:
+    image by image, so that each partial product, the bias and the clip are applied while in cache."""
     y = numpy.empty((a.shape[0], n, wr.shape[2]), numpy.result_type(a, wr))
     tmp = numpy.empty((n, wr.shape[2]), y.dtype)
     for b in range(a.shape[0]):
@@ -178,8 +184,7 @@ def row_gemms(a, wr, n, step, bias=None):
         for p in range(1, len(wr)):
             numpy.matmul(a[b, p * step: p * step + n], wr[p], out=tmp)
             y[b] += tmp
-        if bias is not None:
-            y[b] += bias
+        bias_clip(y[b], bias, clip)
     return y
 
 
@@ -190,13 +195,13 @@ class KernelRows(ConvKernel):
     (``row_gemms``). Less memory traffic, a third of the buffer kept for dW; dX is the same kernel-row
     convolution of the padded dY with the flipped kernel."""
 
-    def forward(self, x, w, bias, keep):
+    def forward(self, x, w, bias, keep, clip=None):
         B, C = x.shape[:2]
         O, _, KH, KW = w.shape
         ho, wo = self.out_size
         rows = kernel_rows(pad_nhwc(x, self.pads), KW, wo, self.dilation[1])   # B x (Hp Wo) x (KW C)
         wr = w.transpose(2, 3, 1, 0).reshape(KH, KW * C, O)             # KH x (KW C) x O
-        y = row_gemms(rows, wr, ho * wo, self.dilation[0] * wo, bias)   # B x (Ho Wo) x O
+        y = row_gemms(rows, wr, ho * wo, self.dilation[0] * wo, bias, clip)   # B x (Ho Wo) x O
         self.w, self.rows = w, (rows if keep else None)
         return to_nchw(y.reshape(B, ho, wo, O))
 
@@ -222,128 +227,172 @@ class KernelRows(ConvKernel):
         return gx, gw
 
 
+BAND_BYTES = 1 << 20     # a depthwise band: about 1 MiB of output rows, with its input rows in cache
+
+
 def width_block(wo, c):
     """J, the divisor of wo for which J x C (the depthwise einsum's inner loop) is nearest 2048."""
     return min((d for d in range(1, wo + 1) if wo % d == 0), key=lambda d: abs(math.log(d * c / 2048)))
 
 
 def tap_grid(kw, sw, dw):
-    """Where kernel column q reads in the phase layout of ``pad_nhwc(..., phases=sw)``: column
-    j sw + q dw is phase r, column j + o of it, with (o, r) = divmod(q dw, sw). Returns (R, Q, step,
-    taps): the view runs over R phases x Q columns o = 0, step, 2 step...; taps[q] = (r, index)."""
+    """Where kernel column q reads in ``shifted_rows(..., phases=sw)``: column j sw + q dw is phase r,
+    column j + o of it, with (o, r) = divmod(q dw, sw). Returns (R, Q, step, taps): the view runs over
+    R phases x Q columns o = 0, step, 2 step...; taps[q] = (r, index)."""
     if dw % sw == 0:                        # one phase: stride 1, or a dilation the stride divides
         return 1, kw, dw // sw, [(0, q) for q in range(kw)]
     taps = [(q * dw % sw, q * dw // sw) for q in range(kw)]
     return sw, max(o for _, o in taps) + 1, 1, taps     # grid cells no tap lands on get zero weights
 
 
-def depthwise_input(x, pads, kernel, stride, dilation, out_size):
-    """The padded channels-last input of a depthwise conv, its columns dealt into phases by the
-    horizontal stride (B x Hp x R x Wq x C, see ``tap_grid``)."""
+def depthwise_view(xb, kernel, stride, dilation, out_size, J):
+    """The depthwise taps of a band ``shifted_rows(...)`` (n x rows x phases x width x C) as a strided view
+    n x Ho' x KH x R x Q x (Wo/J) x (J C) whose last axis is contiguous:
+    v[b, i, p, r, o, k, jj C + c] = xb[b, i sh + p dh, r, k J + jj + o step, c]."""
     (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_size
     R, Q, step, _ = tap_grid(kw, sw, dw)
-    t, b, l, r = pads
-    width = max(-(-(x.shape[3] + l + r) // sw), wo + (Q - 1) * step)
-    xh = pad_nhwc(x, pads, sw, width)
-    return xh[:, :, None] if sw == 1 else xh
-
-
-def depthwise_view(xh, kernel, stride, dilation, out_size, J):
-    """The depthwise taps of ``depthwise_input``'s B x Hp x R' x Wq x C as a strided view
-    B x Ho x KH x R x Q x (Wo/J) x (J C) whose last axis is contiguous:
-    v[b, i, p, r, o, k, jj C + c] = xh[b, i sh + p dh, r, k J + jj + o step, c]."""
-    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_size
-    R, Q, step, _ = tap_grid(kw, sw, dw)
-    B, C = xh.shape[0], xh.shape[4]
-    s0, s1, s2, s3, s4 = xh.strides
-    return numpy.lib.stride_tricks.as_strided(xh, (B, ho, kh, R, Q, wo // J, J * C),
+    s0, s1, s2, s3, s4 = xb.strides
+    return numpy.lib.stride_tricks.as_strided(xb, (xb.shape[0], ho, kh, R, Q, wo // J, J * xb.shape[4]),
                                               (s0, s1 * sh, s1 * dh, s2, s3 * step, s3 * J, s4))
 
 
-def depthwise(xh, wq, stride, dilation, out_size, bias=None):
-    """y[b, i, j, c] = bias[c] + sum_{p,q} x_pad[b, i sh + p dh, j sw + q dw, c] wq[p, q, c], with xh from
-    ``depthwise_input`` and wq KH x KW x C: one einsum per image over ``depthwise_view`` (images split
-    over threads), the weights laid on the tap grid and tiled J times so that einsum's inner loop runs
-    over J pixels x C channels; the bias is added to each image while it is in cache."""
+class DepthwiseBands:
+    """The bands of one depthwise conv: x (NCHW, any strides) moved by ``shift`` = (top, left) with zeros
+    around is xz; output row i reads xz rows i sh + p dh. A band is about BAND_BYTES of output: ``rows``
+    rows of one image, or whole images, ``images`` of them, when an image's output is smaller (then at
+    least one band per thread). ``bands`` are (image slice, first output row); ``view(band, buf)`` copies
+    the band's input rows into a per-thread ``buf`` (``shifted_rows``) and returns its ``depthwise_view``."""
+
+    def __init__(self, x, kernel, shift, stride, dilation, out_size):
+        (self.kh, kw), self.shift, self.stride, self.dilation, self.out_size = kernel, shift, stride, dilation, out_size
+        B, C = x.shape[:2]
+        (ho, wo), (sh, sw), dh = out_size, stride, dilation[0]
+        self.x, self.R, Q, step, self.taps = x, *tap_grid(kw, sw, dilation[1])
+        self.Q, self.J, self.width = Q, width_block(wo, C), wo + (Q - 1) * step   # phase columns the taps read
+        row_bytes = wo * C * x.itemsize
+        self.rows = min(ho, max(1, BAND_BYTES // row_bytes))
+        images = 1 if self.rows < ho else max(1, min(BAND_BYTES // (ho * row_bytes), -(-B // active_threads())))
+        self.bands = [(slice(b, min(b + images, B)), i) for b in range(0, B, images) for i in range(0, ho, self.rows)]
+        self.buf_shape = (images, (self.rows - 1) * sh + (self.kh - 1) * dh + 1, sw, self.width, C)
+
+    def view(self, band, buf):
+        (bs, i), (sh, sw) = band, self.stride
+        n = min(self.rows, self.out_size[0] - i)
+        r0 = i * sh
+        r1 = r0 + (n - 1) * sh + (self.kh - 1) * self.dilation[0] + 1
+        xs = self.x[bs].transpose(0, 2, 3, 1)                           # images x H x W x C (a view)
+        xb = shifted_rows(xs, r0, r1, *self.shift, sw, self.width, buf[:len(xs), :r1 - r0])
+        return depthwise_view(xb, (self.kh, len(self.taps)), self.stride, self.dilation, (n, self.out_size[1]), self.J)
+
+    def run(self, fn):
+        """fn(buf, bands) on the bands split over threads, each thread with its own buffer."""
+        return parallel_over(len(self.bands), lambda s: fn(numpy.empty(self.buf_shape, self.x.dtype), self.bands[s]))
+
+
+def depthwise(x, wq, shift, stride, dilation, out_size, bias=None, clip=None):
+    """y[b, i, j, c] = bias[c] + sum_{p,q} xz[b, i sh + p dh, j sw + q dw, c] wq[p, q, c] (B x Ho x Wo x C),
+    clipped to ``clip`` = (lo, hi) when given; xz as in ``DepthwiseBands``, wq KH x KW x C. Band by band
+    of output rows over all images, the bands split over threads: the band's input rows are copied
+    (zero-padded, columns dealt into phases by the horizontal stride), one einsum over a strided view
+    whose last, contiguous axis is J output pixels x C channels sums all taps, and bias and clip follow
+    while the band is in cache. The weights lie on the tap grid, tiled J times."""
     KH, KW, C = wq.shape
-    B, (ho, wo) = xh.shape[0], out_size
-    R, Q, _, taps = tap_grid(KW, stride[1], dilation[1])
-    J = width_block(wo, C)
-    v = depthwise_view(xh, (KH, KW), stride, dilation, out_size, J)     # B x Ho x KH x R x Q x Wo/J x JC
+    B, (ho, wo) = x.shape[0], out_size
+    plan = DepthwiseBands(x, (KH, KW), shift, stride, dilation, out_size)
+    R, Q, J = plan.R, plan.Q, plan.J
     wg = numpy.zeros((KH, R, Q, J, C), wq.dtype)
-    for q, (r, o) in enumerate(taps):
+    for q, (r, o) in enumerate(plan.taps):
         wg[:, r, o] = wq[:, q, None]
     wg = wg.reshape(KH, R, Q, J * C)
-    y = numpy.empty((B, ho, wo // J, J * C), numpy.result_type(xh, wq))
+    y = numpy.empty((B, ho, wo // J, J * C), numpy.result_type(x, wq))
     bias = None if bias is None else numpy.tile(bias, J)                # J C
 
-    def run(s):
-        for b in range(s.start, s.stop):
-            numpy.einsum("iprokx,prox->ikx", v[b], wg, out=y[b])
-            if bias is not None:
-                y[b] += bias
-    parallel_over(B, run)
+    def run(buf, bands):
+        for band in bands:
+            yb = y[band[0], band[1]:band[1] + plan.rows]
+            bias_clip(numpy.einsum("biprokx,prox->bikx", plan.view(band, buf), wg, out=yb), bias, clip)
+    plan.run(run)
     return y.reshape(B, ho, wo, C)
 
 
-def depthwise_grad_w(xh, g, kernel, stride, dilation):
-    """dW[p, q, c] = sum_{b,i,j} x_pad[b, i sh + p dh, j sw + q dw, c] g[b, i, j, c] (KH x KW x C), g B x Ho x Wo x C
-    contiguous: per-thread partial sums of one einsum over the forward's view."""
+def depthwise_grad_w(x, g, shift, kernel, stride, dilation):
+    """dW[p, q, c] = sum_{b,i,j} xz[b, i sh + p dh, j sw + q dw, c] g[b, i, j, c] (KH x KW x C), g B x Ho x Wo x C
+    contiguous: the forward's bands, each adding one einsum per tap over its view and g's rows to its
+    thread's sum (one einsum over all taps, a reduction with a small output, runs at half the speed)."""
     B, ho, wo, C = g.shape
-    _, _, _, taps = tap_grid(kernel[1], stride[1], dilation[1])
-    J = width_block(wo, C)
-    v = depthwise_view(xh, kernel, stride, dilation, (ho, wo), J)
-    gv = g.reshape(B, ho, wo // J, J * C)
-    parts = parallel_over(B, lambda s: numpy.einsum("biprokx,bikx->prox", v[s], gv[s]))
-    grid = sum(parts).reshape(parts[0].shape[:3] + (J, C)).sum(axis=3)  # KH x R x Q x C
-    return numpy.stack([grid[:, r, o] for r, o in taps], axis=1)       # KH x KW x C
+    plan = DepthwiseBands(x, kernel, shift, stride, dilation, (ho, wo))
+    gv = g.reshape(B, ho, wo // plan.J, plan.J * C)
+
+    def run(buf, bands):
+        acc = numpy.zeros((kernel[0], kernel[1], plan.J * C), g.dtype)
+        for band in bands:
+            v, gb = plan.view(band, buf), gv[band[0], band[1]:band[1] + plan.rows]
+            for p in range(kernel[0]):
+                for q, (r, o) in enumerate(plan.taps):
+                    acc[p, q] += numpy.einsum("bikx,bikx->x", v[:, :, p, r, o], gb)
+        return acc
+    return sum(plan.run(run)).reshape(kernel[0], kernel[1], plan.J, C).sum(axis=2)   # KH x KW x C
+
+
+def phase_taps(n, shift, stride, dilation, k):
+    """For dX of a depthwise conv along one axis (dX[u] gets gy[i] w[p] where u + shift = i stride + p dilation):
+    per phase u0 < stride of dX, (u0, taps p ascending in i, first offset o, offset step d') with
+    dX[u0 + m stride] = sum_t gy[m + o + t d'] w[taps[t]]."""
+    out = []
+    for u0 in range(min(stride, n)):
+        taps = [p for p in range(k - 1, -1, -1) if (u0 + shift - p * dilation) % stride == 0]
+        if taps:
+            step = (taps[0] - taps[1]) * dilation // stride if len(taps) > 1 else 1
+            out.append((u0, taps, (u0 + shift - taps[0] * dilation) // stride, step))
+        else:
+            out.append((u0, [], 0, 1))
+    return out
+
+
+def depthwise_grad_x(gy, wq, shift, stride, dilation, size):
+    """dX[b, u, v, c] = sum gy[b, c, i, j] wq[p, q, c] over u + top = i sh + p dh, v + left = j sw + q dw
+    (B x H x W x C; the adjoint of ``depthwise``): for each phase (u mod sh, v mod sw) of dX, the stride-1
+    ``depthwise`` of gy with the taps that reach it (``phase_taps``; stride 1: one phase, all taps flipped)."""
+    (H, W), C = size, wq.shape[2]
+    gx = None
+    for u0, ps, oh, dh in phase_taps(H, shift[0], stride[0], dilation[0], wq.shape[0]):
+        for v0, qs, ow, dw in phase_taps(W, shift[1], stride[1], dilation[1], wq.shape[1]):
+            rows, cols = len(range(u0, H, stride[0])), len(range(v0, W, stride[1]))
+            if stride == (1, 1):
+                return depthwise(gy, wq[ps][:, qs], (-oh, -ow), (1, 1), (dh, dw), (rows, cols))
+            if gx is None:
+                gx = numpy.zeros((gy.shape[0], H, W, C), numpy.result_type(gy, wq))
+            if ps and qs:
+                gx[:, u0::stride[0], v0::stride[1]] = depthwise(gy, wq[ps][:, qs], (-oh, -ow), (1, 1), (dh, dw),
+                                                                 (rows, cols))
+    return gx
 
 
 class Depthwise(ConvKernel):
     """Depthwise, groups = C = O: y[b, c, i, j] = sum_{p,q} x_pad[b, c, i sh + p dh, j sw + q dw] w[c, p, q].
-    The reference's batched GEMM over C groups multiplies C tiny matrices; here one einsum per image
-    over a strided view whose last, contiguous axis is J output pixels x C channels (``depthwise``),
-    so einsum's inner loop is long; a horizontal stride deals the padded columns into phases, each
-    read at stride 1. dW: one einsum over the same view; dX at stride 1: the same einsum on the padded
-    dY with the flipped kernel; at larger strides, one multiply-add per kernel offset."""
+    The reference's batched GEMM over C groups multiplies C tiny matrices; here one einsum per band of
+    output rows over a strided view whose last, contiguous axis is J output pixels x C channels
+    (``depthwise``), so einsum's inner loop is long; bias and an optional clip are applied while the band
+    is in cache. Keeps x itself (no padded copy) for dW, one einsum per band (``depthwise_grad_w``); dX is
+    ``depthwise`` again, per phase of the stride (``depthwise_grad_x``)."""
 
-    def forward(self, x, w, bias, keep):
+    def forward(self, x, w, bias, keep, clip=None):
         C, KH, KW = x.shape[1], w.shape[2], w.shape[3]
-        xh = depthwise_input(x, self.pads, (KH, KW), self.stride, self.dilation, self.out_size)  # B x Hp x R x Wq x C
-        self.w, self.xh = w, (xh if keep else None)
+        self.w, self.x = w, (x if keep else None)
         wq = w.reshape(C, KH, KW).transpose(1, 2, 0)                    # KH x KW x C
-        return to_nchw(depthwise(xh, wq, self.stride, self.dilation, self.out_size, bias))
+        return to_nchw(depthwise(x, wq, self.pads[::2], self.stride, self.dilation, self.out_size, bias, clip))
 
     def backward(self, gy, nx, nw, retain):
-        B, C = self.xshape[:2]
-        KH, KW = self.wshape[2:]
-        (ho, wo), (sh, sw), (dh, dw), (Hp, Wp) = self.out_size, self.stride, self.dilation, self.padded
-        gh = gy.transpose(0, 2, 3, 1)                                   # B x Ho x Wo x C (a view)
+        C, (KH, KW) = self.xshape[1], self.wshape[2:]
         gx = gw = None
         if nw:
+            gh = gy.transpose(0, 2, 3, 1)                               # B x Ho x Wo x C
             g = gh if gh.flags.c_contiguous else copy(gh)
-            gw = depthwise_grad_w(self.xh, g, (KH, KW), self.stride, self.dilation)
+            gw = depthwise_grad_w(self.x, g, self.pads[::2], (KH, KW), self.stride, self.dilation)
             gw = gw.transpose(2, 0, 1).reshape(self.wshape)
-        if nx and self.stride == (1, 1):
-            # dX = the full correlation of dY with the flipped kernel: the forward's einsum again
-            eh, ew = dh * (KH - 1), dw * (KW - 1)
-            gp = pad_nhwc(gy, (eh, eh, ew, ew))[:, :, None]             # B x (Ho + 2 eh) x 1 x (Wo + 2 ew) x C
-            wf = self.w.reshape(C, KH, KW)[:, ::-1, ::-1].transpose(1, 2, 0)
-            full = depthwise(gp, wf, (1, 1), (dh, dw), (ho + eh, wo + ew))   # B x Hp' x Wp' x C
-            if full.shape[1:3] != (Hp, Wp):                             # rows / columns no output reached
-                gxh = numpy.zeros((B, Hp, Wp, C), gy.dtype)
-                gxh[:, :ho + eh, :wo + ew] = full
-                full = gxh
-            gx = self._crop(full)
-        elif nx:
-            wk = self.w.reshape(C, KH * KW)
-            gxh = numpy.zeros((B, Hp, Wp, C), gy.dtype)
-            tmp = numpy.empty((B, ho, wo, C), gy.dtype)
-            for k in range(KH * KW):
-                p, q = divmod(k, KW)
-                numpy.multiply(gh, wk[:, k], out=tmp)
-                gxh[:, p * dh: p * dh + sh * (ho - 1) + 1: sh, q * dw: q * dw + sw * (wo - 1) + 1: sw] += tmp
-            gx = self._crop(gxh)
+        if nx:
+            wq = self.w.reshape(C, KH, KW).transpose(1, 2, 0)
+            gx = to_nchw(depthwise_grad_x(gy, wq, self.pads[::2], self.stride, self.dilation, self.xshape[2:]))
         return gx, gw
 
 
@@ -353,7 +402,7 @@ class Im2colGemm(ConvKernel):
     copy, col2im), the GEMM in blocks of rows with the bias added while in cache (``tall_matmul``), and
     dX's columns written into the kept im2col buffer instead of a fresh one."""
 
-    def forward(self, x, w, bias, keep):
+    def forward(self, x, w, bias, keep, clip=None):
         B, C = x.shape[:2]
         O, _, KH, KW = w.shape
         ho, wo = self.out_size
@@ -361,7 +410,7 @@ class Im2colGemm(ConvKernel):
         cols = copy(v).reshape(B * ho * wo, KH * KW * C)                # the im2col copy
         wm = w.transpose(2, 3, 1, 0).reshape(KH * KW * C, O)
         self.w, self.cols = w, (cols if keep else None)
-        return to_nchw(tall_matmul(cols, wm, bias).reshape(B, ho, wo, O))
+        return to_nchw(tall_matmul(cols, wm, bias, clip).reshape(B, ho, wo, O))
 
     def backward(self, gy, nx, nw, retain):
         B, C = self.xshape[:2]

@@ -78,6 +78,15 @@ from ..backend import get_array_module, to_cpu
 from ..tensor import Tensor, no_grad
 from .base import AnomalyModel, backward_step, train_loop
 
+try:                                    # the fast scoring path; without npad/kernels/ the decoders run as modules
+    from ..kernels import flow_kernel
+except ModuleNotFoundError as e:
+    if e.name != "npad.kernels":
+        raise
+
+    def flow_kernel(flow, x):
+        return None
+
 #: The input size CFLOW-AD used for each MVTec AD class (Sec. 5.2-5.3: "512x512, 256x256 or 128x128
 #: depending on the MVTec class"; no list in the text). Derived from the paper's own tables: the WRN-50-2
 #: localization AUROC of Table 3 equals, per class, Table 2's WRN50 column at 256 or at 512 px, and the
@@ -201,14 +210,18 @@ class CFlow(AnomalyModel):
         ``standardize``, fibers are first mapped to (e - mean) / std (per channel, fixed at the start
         of fit) and the Jacobian of that map, -sum log std, is added, so log p stays the density
         of the raw features."""
-        log_det0 = 0.0
-        if self.config["standardize"]:
-            xp = get_array_module(e)
-            mean, std = self.stats[f"feat_mean_{i}"], self.stats[f"feat_std_{i}"]
-            e = (e - xp.asarray(mean, e.dtype)) / xp.asarray(std, e.dtype)
-            log_det0 = -float(numpy.log(std).sum())
+        e, log_det0 = self._standardized(i, e)
         z, log_det = self.decoders[i](Tensor(e), None if p is None else Tensor(p))
         return (gaussian_log_prob(z, log_det) + log_det0) / e.shape[1]
+
+    def _standardized(self, i, e):
+        """(e - mean) / std for fibers ... x C of scale i and the log-Jacobian of that map (e and 0.0
+        without ``standardize``)."""
+        if not self.config["standardize"]:
+            return e, 0.0
+        xp = get_array_module(e)
+        mean, std = self.stats[f"feat_mean_{i}"], self.stats[f"feat_std_{i}"]
+        return (e - xp.asarray(mean, e.dtype)) / xp.asarray(std, e.dtype), -float(numpy.log(std).sum())
 
     def _standardization(self, loader, n_batches=4):
         """Per-channel mean and std of each scale's fibers over the first ``n_batches`` training
@@ -286,12 +299,23 @@ class CFlow(AnomalyModel):
     def _score(self, images):
         """Per scale: log p / C on the feature grid, N x h_l x w_l (NumPy arrays)."""
         feats = self.encoder(images)
-        out = {}
-        for i, feat in enumerate(feats):
-            b, _, h, w = feat.shape
-            e, p = self._fibers(feat.data)
-            out[f"logp_{i}"] = numpy.asarray(self._log_prob(i, e, p).numpy(), numpy.float64).reshape(b, h, w)
-        return out
+        return {f"logp_{i}": numpy.asarray(self._scale_log_prob(i, f.data), numpy.float64) for i, f in enumerate(feats)}
+
+    @no_grad()
+    def _scale_log_prob(self, i, feat):
+        """log p / C of scale i at every position of its features B x C x h x w: B x h x w (NumPy). The
+        fibers of all images go through the decoder at once; ``npad.kernels.flow_kernel``, where it
+        serves, computes the condition's share of the subnets once for all images."""
+        b, c, h, w = feat.shape
+        kernel = flow_kernel(self.decoders[i], feat)
+        if kernel is None:
+            return self._log_prob(i, *self._fibers(feat)).numpy().reshape(b, h, w)
+        e, log_det0 = self._standardized(i, feat.transpose(0, 2, 3, 1).reshape(b, h * w, c))   # B x hw x C
+        pos = self._position(h, w, numpy)                                                 # P x h x w
+        half = None if pos is None else len(pos) // 2   # the encoding's first half varies with the column only
+        cond = None if pos is None else (pos[:half, 0].T, pos[half:, :, 0].T)             # w x P/2, h x P/2
+        z, log_det = kernel.forward(e, cond)                                               # B x hw x C, B x hw
+        return ((gaussian_log_prob(z.reshape(-1, c), log_det.reshape(-1)) + log_det0) / c).reshape(b, h, w)
 
     def _likelihood(self, stats, reference=None):
         """Sum over scales of exp(log p / C - max) upsampled to the input size: N x H x W."""
