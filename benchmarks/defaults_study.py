@@ -22,7 +22,8 @@ Protocol, per category:
 4. Noise, against the default row of the same method: a paired bootstrap of the image AUROC
    difference (normals and anomalies resampled separately, 1000 draws; its standard deviation
    ``se``), and each metric's difference on the two halves of the validation set (normals of
-   even / odd index with their anomalies): a gain is "clear" when it is positive on both halves.
+   even / odd index with their anomalies): a gain is "clear" (``clear_gain`` in the JSON) when it
+   is positive on both halves, and for the image AUROC also above 2 se.
 
 Output: a Markdown table on stdout and ``--out`` (default docs/runs/defaults_study_<dataset>.json)
 with the command, date, machine, the protocol's numbers and every candidate's metrics and seconds.
@@ -115,7 +116,8 @@ def aspect_size(dataset, area=256 * 256, multiple=32):
     """(H, W), multiples of ``multiple``, of about ``area`` pixels with the first image's aspect."""
     h, w = load_image(dataset.samples[0]["path"]).shape[1:]
     r = math.sqrt(area * h / w)
-    return (max(multiple, int(round(r / multiple)) * multiple), max(multiple, int(round(area / r / multiple)) * multiple))
+    side = lambda x: max(multiple, int(round(x / multiple)) * multiple)
+    return side(r), side(area / r)
 
 
 def candidates(method, aspect):
@@ -186,7 +188,7 @@ def run_candidate(method, options, fit_ds, val, mask_cache, quiet=True):
     cls = methods.get(method)
     model = cls(quick=True, **options)
     t0 = time.perf_counter()
-    model._fit(fit_ds, quiet=quiet)          # the method's training on all fit images: no calibration split, no threshold
+    model._fit(fit_ds, quiet=quiet)          # training on all fit images: no calibration split, no threshold
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     res = model.predict(val, normalization="set")
@@ -257,13 +259,14 @@ def table_row(r):
                                              f" ({r['all_delta'][k] * 100:+.2f})") for k, _ in METRICS]
     cells[0] += "" if r["candidate"] == "default" else f" ± {r['image_auroc_delta_se'] * 100:.2f}"
     halves = ", ".join(f"{r['half0_delta'][k] * 100:+.1f}/{r['half1_delta'][k] * 100:+.1f}" for k, _ in METRICS)
+    halves = halves if r["candidate"] != "default" else "-"
     return (f"| {r['method']} | {r['candidate']} | " + " | ".join(cells) +
-            f" | {halves if r['candidate'] != 'default' else '-'} | {r['fit_seconds']:.0f} | {r['score_seconds']:.0f} |")
+            f" | {halves} | {r['fit_seconds']:.0f} | {r['score_seconds']:.0f} |")
 
 
 def table(rows):
-    head = ("| method | candidate | image AUROC (Δ ± se) | pixel AUROC (Δ) | AUPRO (Δ) | Δ on halves (img, pix, PRO) "
-            "| fit s | score s |\n|---|---|---|---|---|---|---|---|")
+    head = ("| method | candidate | image AUROC (Δ ± se) | pixel AUROC (Δ) | AUPRO (Δ) "
+            "| Δ on halves (img, pix, PRO) | fit s | score s |\n|---|---|---|---|---|---|---|---|")
     return "\n".join([head] + [table_row(r) for r in rows])
 
 
@@ -298,7 +301,8 @@ def main(argv=None):
                   machine=f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {blas_info()}; "
                           f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}",
                   data=str(root), categories=names, split_seed=args.seed, val_fraction=args.val_fraction,
-                  anomalies_per_image=args.anomalies_per_image, blobs=args.blobs, blob_size=args.blob_size, aspect_input_size=aspect,
+                  anomalies_per_image=args.anomalies_per_image, blobs=args.blobs, blob_size=args.blob_size,
+                  aspect_input_size=aspect,
                   n_fit=[len(d[0]) for d in data], n_val_normal=[int((d[1].labels == 0).sum()) for d in data],
                   n_val_anomalous=[int((d[1].labels == 1).sum()) for d in data],
                   wall_seconds=time.perf_counter() - t0, table=md, rows=rows)
