@@ -13,15 +13,14 @@ Each method runs with its ``quick`` budget unless ``--full`` (npad's full budget
 (each paper's settings, its backbone and input size; the methods with a paper mode: CFLOW-AD,
 ADTR, FAVAE, VAE attention), on each ``--backbone`` in turn; ``--set`` passes other options to
 the methods that have them. The table is also written to
-``--out``/compare.md, and every row with its options and the command to ``--out``/compare.json,
-together with each run's own outputs (``--out``/<method>[_<backbone>]/).
+``--out``/compare.md, and the run record (``npad.experiment.write_record``: the command, every
+model's configuration and rows) to ``--out``/compare.json, from which ``benchmarks/results.py``
+writes docs/RESULTS.md; each run's own outputs go to ``--out``/<method>[_<backbone>]/.
 """
 import argparse
 import datetime
-import json
 import os
 import platform
-import shlex
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -31,7 +30,7 @@ from common import blas_info  # noqa: E402
 
 from npad import methods, tune_cpu  # noqa: E402
 from npad.cli import UsageError, _options  # noqa: E402
-from npad.experiment import COLUMNS, add_budget_arguments, budget_options, run  # noqa: E402
+from npad.experiment import COLUMNS, add_budget_arguments, budget_name, budget_options, run, write_record  # noqa: E402
 from npad.io import atomic_write  # noqa: E402
 
 ORDER = ["padim", "patchcore", "cflow", "adtr", "favae", "vae_attention"]
@@ -85,9 +84,9 @@ def main(argv=None):
             made = []                                                   # the model, to record its whole config
             rows = run(lambda: made.append(cls(**opts)) or made[-1], sub, cls.__name__)
             means.append((label, rows[-1]))
-            records.append(dict(method=name, backbone=backbone, config=made[-1].config, rows=rows))
+            records.append(dict(method=cls.__name__, backbone=backbone, config=made[-1].config, rows=rows))
     head = "| method | " + " | ".join(label for _, label, _ in COLUMNS) + " |"
-    budget = "paper" if args.paper else "full" if args.full else "quick"
+    budget = budget_name(args)
     size = args.size or ("each paper's" if args.paper else 256)
     names = ", ".join(b or "each paper's" for b in backbones)
     lines = [f"Data: {args.data or 'npad synthetic (weave, gear)'}; backbone {names}; {size} px; "
@@ -101,10 +100,8 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     with atomic_write(os.path.join(args.out, "compare.md"), "w", encoding="utf-8") as f:
         f.write(table + "\n")
-    command = shlex.join(["python", os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else list(argv)))
-    with atomic_write(os.path.join(args.out, "compare.json"), "w", encoding="utf-8") as f:
-        json.dump(dict(command=command, date=datetime.date.today().isoformat(), data=args.data, size=size,
-                       budget=budget, runs=records), f, indent=1, default=str)
+    write_record(os.path.join(args.out, "compare.json"), records, args,
+                 argv=None if argv is None else [os.path.relpath(__file__)] + list(argv))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """One experiment loop shared by every method's example script (and the command line):
 for each category of an MVTec-layout folder, fit on train/good, evaluate on test, print
-the metrics, and write panels, a score histogram, a results table and the model.
+the metrics, and write panels, a score histogram, a results table and the model, and
+results.json: the command, date, machine, each model's whole configuration and the rows, the run
+record from which ``benchmarks/results.py`` writes the tables of docs/RESULTS.md.
 
 Evaluation follows the papers (per-set normalisation, F1-max thresholds of the test set, named as
 such in the pictures); the saved model keeps the threshold calibrated at fit on held-out normal
@@ -8,7 +10,13 @@ images (``--calib-fraction``), which is the one ``npad predict`` uses.
 """
 import argparse
 import csv
+import datetime
 import io as _io
+import json
+import os
+import platform
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -104,7 +112,7 @@ def run(make_model, args, method_name):
     root, cats = categories(args.data, args.category)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, made = [], []
     for cat in cats:
         name = cat or root.name
         train = MVTecDataset(root, cat, "train")
@@ -112,6 +120,7 @@ def run(make_model, args, method_name):
         print(f"\n== {method_name} / {name}: {len(train)} training images, {len(test)} test images "
               f"({int((test.labels == 1).sum())} anomalous)")
         model = make_model()
+        made.append(model)
         t0 = time.perf_counter()
         cf = getattr(args, "calib_fraction", None)
         model.fit(train, **({} if cf is None else dict(calib_fraction=cf)))
@@ -137,8 +146,38 @@ def run(make_model, args, method_name):
     w.writerows({k: r.get(k) for k in w.fieldnames} for r in rows)
     with atomic_write(out / "results.csv", "w", encoding="utf-8") as f:
         f.write(buf.getvalue())
+    write_record(out / "results.json", [dict(method=method_name, config=made[-1].config, rows=rows)], args)
     print(f"outputs in {out}/")
     return rows
+
+
+def write_record(path, runs, args, argv=None):
+    """The run record (JSON): the command that ran (``argv``, default ``sys.argv``), the date, the
+    machine and BLAS, the data, and ``runs`` (method, config, per-category rows with their mean)."""
+    argv = sys.argv if argv is None else argv
+    command = shlex.join(["python", os.path.relpath(argv[0]) if os.path.isabs(argv[0]) else argv[0]] + argv[1:])
+    record = dict(command=command, date=datetime.date.today().isoformat(), machine=machine(),
+                  data=getattr(args, "data", None) or "npad synthetic", budget=budget_name(args), runs=runs)
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=1, default=str)
+        f.write("\n")
+
+
+def machine():
+    """One line: CPU, cores and the BLAS that NumPy runs (kernel and threads, with threadpoolctl)."""
+    line = f"{platform.machine()}, {os.cpu_count()} cores"
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return line
+    blas = [f"{i.get('internal_api')} {i.get('version')} kernel={i.get('architecture')}"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    return line + "; BLAS " + "; ".join(sorted(set(blas)) or ["none found"])
+
+
+def budget_name(args):
+    """'paper', 'full' or 'quick', from the budget arguments."""
+    return "paper" if getattr(args, "paper", False) else "full" if getattr(args, "full", False) else "quick"
 
 
 def _pictures(folder, test, res, ev, args):

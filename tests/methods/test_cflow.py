@@ -1,4 +1,5 @@
 """CFLOW-AD end to end on a tiny dataset made here: it learns, localises, and saves exactly."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -71,5 +72,10 @@ def test_example_script_runs(tiny_mvtec, tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "image AUROC" in r.stdout and "mean" in r.stdout
-    for f in ["results.md", "results.csv", "stripes/panels.png", "stripes/histogram.png", "stripes/cflow.h5"]:
+    for f in ["results.md", "results.csv", "results.json", "stripes/panels.png", "stripes/histogram.png",
+              "stripes/cflow.h5"]:
         assert (out / f).is_file(), f
+    record = json.loads((out / "results.json").read_text())          # what benchmarks/results.py reads
+    assert record["command"].startswith("python ") and "--epochs 1" in record["command"]
+    assert record["budget"] == "quick" and record["runs"][0]["config"]["meta_epochs"] == 1
+    assert [r["category"] for r in record["runs"][0]["rows"]] == ["stripes", "mean"]
