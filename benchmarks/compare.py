@@ -20,17 +20,14 @@ writes docs/RESULTS.md; each run's own outputs go to ``--out``/<method>[_<backbo
 import argparse
 import datetime
 import os
-import platform
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from common import blas_info  # noqa: E402
 
 from npad import methods, tune_cpu  # noqa: E402
 from npad.cli import UsageError, _options  # noqa: E402
-from npad.experiment import COLUMNS, add_budget_arguments, budget_name, budget_options, run, write_record  # noqa: E402
+from npad.experiment import (COLUMNS, add_budget_arguments, budget_name, budget_options, machine, run,  # noqa: E402
+                             write_record)
 from npad.io import atomic_write  # noqa: E402
 
 ORDER = ["padim", "patchcore", "cflow", "adtr", "favae", "vae_attention"]
@@ -91,7 +88,7 @@ def main(argv=None):
     names = ", ".join(b or "each paper's" for b in backbones)
     lines = [f"Data: {args.data or 'npad synthetic (weave, gear)'}; backbone {names}; {size} px; "
              f"{budget} budgets; mean over categories.",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {blas_info()}; "
+             f"Machine: {machine()}; "
              f"{datetime.date.today().isoformat()}.", "", head, "|" + "---|" * (len(COLUMNS) + 1)]
     for name, r in means:
         lines.append(f"| {name} | " + " | ".join(f"{r[k] * s:.2f}" for k, _, s in COLUMNS) + " |")

@@ -15,8 +15,8 @@ under a name of its own; a block in a markdown file
 is then rewritten from it: ``methods`` (one row per method: the means over categories),
 ``categories`` (one row per method and category), ``headline`` (one sentence: the first run's
 means) or ``study`` (the table a study script wrote into its record, as
-``benchmarks/defaults_study.py`` does). A table holds the rows of one command only, and names it: a run with another budget or
-epoch count is a record, and a table, of its own.
+``benchmarks/defaults_study.py`` does). A table holds the rows of one command only, and names
+it: a run with another budget or epoch count is a record, and a table, of its own.
 
 Every number is a percentage except the times (s), the speed (images/s) and the size (MB). The
 test set's F1-max threshold that ``experiment.run`` prints is left out: it is chosen on the test
@@ -59,21 +59,21 @@ def cell(row, key, scale):
     return "n/a" if v is None or not math.isfinite(v) else f"{v * scale:.2f}" if scale == 100 else f"{v:.1f}"
 
 
-def backbones(record):
-    return [(run.get("config") or {}).get("backbone") for run in record["runs"]]
+def backbone(run):
+    return (run.get("config") or {}).get("backbone")
 
 
 def label(run, record):
     """The method, and its backbone where the record's runs differ in it."""
-    if len(set(backbones(record))) == 1:
+    if len({backbone(r) for r in record["runs"]}) == 1:
         return run["method"]
-    return f"{run['method']} ({(run.get('config') or {}).get('backbone')})"
+    return f"{run['method']} ({backbone(run)})"
 
 
 def source(record):
-    shared = set(backbones(record))
-    backbone = f"backbone {shared.pop()}; " if len(shared) == 1 else ""
-    return (f"`{record['command']}` ({record['budget']} budget; {backbone}{record['date']}; {record['machine']}; "
+    shared = {backbone(r) for r in record["runs"]}
+    named = f"backbone {shared.pop()}; " if len(shared) == 1 else ""
+    return (f"`{record['command']}` ({record['budget']} budget; {named}{record['date']}; {record['machine']}; "
             f"AUROC and AUPRO in %):")
 
 

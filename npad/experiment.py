@@ -112,7 +112,7 @@ def run(make_model, args, method_name):
     root, cats = categories(args.data, args.category)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, made = [], []
+    rows = []
     for cat in cats:
         name = cat or root.name
         train = MVTecDataset(root, cat, "train")
@@ -120,7 +120,6 @@ def run(make_model, args, method_name):
         print(f"\n== {method_name} / {name}: {len(train)} training images, {len(test)} test images "
               f"({int((test.labels == 1).sum())} anomalous)")
         model = make_model()
-        made.append(model)
         t0 = time.perf_counter()
         cf = getattr(args, "calib_fraction", None)
         model.fit(train, **({} if cf is None else dict(calib_fraction=cf)))
@@ -146,7 +145,7 @@ def run(make_model, args, method_name):
     w.writerows({k: r.get(k) for k in w.fieldnames} for r in rows)
     with atomic_write(out / "results.csv", "w", encoding="utf-8") as f:
         f.write(buf.getvalue())
-    write_record(out / "results.json", [dict(method=method_name, config=made[-1].config, rows=rows)], args)
+    write_record(out / "results.json", [dict(method=method_name, config=model.config, rows=rows)], args)
     print(f"outputs in {out}/")
     return rows
 
@@ -170,7 +169,7 @@ def machine():
         from threadpoolctl import threadpool_info
     except ImportError:
         return line
-    blas = [f"{i.get('internal_api')} {i.get('version')} kernel={i.get('architecture')}"
+    blas = [f"{i.get('internal_api')} {i.get('version')} kernel={i.get('architecture')} threads={i.get('num_threads')}"
             for i in threadpool_info() if i.get("user_api") == "blas"]
     return line + "; BLAS " + "; ".join(sorted(set(blas)) or ["none found"])
 
