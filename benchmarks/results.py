@@ -47,7 +47,12 @@ def load(name, table="runs"):
     path = RUNS / name
     if not path.is_file():
         raise SystemExit(f"results: no run record {path}")
-    record = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:                  # JSONDecodeError and UnicodeDecodeError: a truncated or foreign file
+        raise SystemExit(f"results: {path} is not a JSON run record ({e})") from None
+    if not isinstance(record, dict):
+        raise SystemExit(f"results: {path} is not a JSON run record (a {type(record).__name__}, not an object)")
     for key in ("command", "date", "machine", table):
         if key not in record:
             raise SystemExit(f"results: {path} has no '{key}' (not a record of npad.experiment.write_record)")

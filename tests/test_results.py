@@ -76,6 +76,14 @@ def test_a_missing_or_foreign_record_is_named(docs, tmp_path):
     docs.write_text("<!-- results: methods other.json -->\n<!-- /results -->\n", encoding="utf-8")
     with pytest.raises(SystemExit, match="other.json has no 'command'"):
         results.main(["--check"], files=[docs])
+    (tmp_path / "cut.json").write_text(json.dumps(RECORD)[:50], encoding="utf-8")      # a truncated record
+    docs.write_text("<!-- results: methods cut.json -->\n<!-- /results -->\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="cut.json is not a JSON run record"):
+        results.main(["--check"], files=[docs])
+    (tmp_path / "list.json").write_text("[1, 2]", encoding="utf-8")
+    docs.write_text("<!-- results: methods list.json -->\n<!-- /results -->\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="list.json is not a JSON run record \\(a list"):
+        results.main(["--check"], files=[docs])
     docs.write_text("<!-- results: pie r.json -->\n<!-- /results -->\n", encoding="utf-8")
     with pytest.raises(SystemExit, match="unknown block kind 'pie'"):
         results.main(["--check"], files=[docs])
